@@ -1,1 +1,22 @@
-pub fn placeholder() {}
+//! hierdraft-core: the token stores (context, model, corpus), their file formats and the
+//! hierarchical drafter of Hierarchy Drafting speculative decoding. Pure Rust, no Python.
+
+pub mod context_store;
+pub mod continuation;
+pub mod corpus_index;
+pub mod draft_tree;
+pub mod drafter;
+pub mod error;
+mod model_segment;
+pub mod model_store;
+mod ngram_hash;
+pub mod persist;
+mod suffix_array;
+
+pub use context_store::ContextStore;
+pub use continuation::{ChainTrie, Continuation};
+pub use corpus_index::CorpusIndex;
+pub use draft_tree::{DraftTree, DraftTreeBuilder};
+pub use drafter::{propose_batch, DraftSession, DrafterConfig, HierarchicalDrafter, Level};
+pub use error::{Error, Result};
+pub use model_store::{ModelStore, ModelStoreBuilder, ModelStoreConfig};

@@ -1,3 +1,28 @@
+//! `hierdraft._core`: the PyO3 translation layer over hierdraft-core.
+//!
+//! No drafting logic lives here: inputs are validated and copied into Rust values
+//! ([`convert`]), the GIL is released around real work, and each core error variant maps to a
+//! Python exception ([`errors`]).
+
 use pyo3::prelude::*;
+
+mod convert;
+mod drafting;
+mod errors;
+mod stores;
+
 #[pymodule]
-fn _core(_m: &Bound<'_, PyModule>) -> PyResult<()> { Ok(()) }
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<stores::PyContextStore>()?;
+    m.add_class::<stores::PyModelStore>()?;
+    m.add_class::<stores::PyCorpusIndex>()?;
+    m.add_class::<drafting::PyHierarchicalDrafter>()?;
+    m.add_class::<drafting::PyDraftSession>()?;
+    m.add_class::<drafting::PyDraftTree>()?;
+    m.add(
+        "StoreFormatError",
+        m.py().get_type::<errors::StoreFormatError>(),
+    )?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

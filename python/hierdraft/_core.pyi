@@ -1,0 +1,191 @@
+"""Typed stubs of the Rust extension ``hierdraft._core`` (checked by ``mypy.stubtest``).
+
+Token inputs (``_TokenInput``) are 1-D C-contiguous numpy arrays of dtype uint32, int32 or int64,
+or lists / tuples of non-negative ints. Lookups return ``(uint32 token array, score)`` tuples,
+best first.
+"""
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Union, final
+
+import numpy as np
+import numpy.typing as npt
+
+_TokenInput = Union[
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.int64],
+    Sequence[int],
+]
+_Continuations = list[tuple[npt.NDArray[np.uint32], float]]
+_StrPath = Union[str, os.PathLike[str]]
+
+__version__: str
+__all__ = [
+    "ContextStore",
+    "ModelStore",
+    "CorpusIndex",
+    "HierarchicalDrafter",
+    "DraftSession",
+    "DraftTree",
+    "StoreFormatError",
+    "__version__",
+]
+
+class StoreFormatError(ValueError):
+    """A store file has bad magic bytes, an unsupported version, is truncated or corrupted."""
+
+@final
+class ContextStore:
+    """Per-request n-gram index over a growing token sequence (hierarchy level 1)."""
+
+    def __new__(cls, min_ngram: int = 1, max_ngram: int = 4) -> ContextStore: ...
+    def extend(self, tokens: _TokenInput) -> None: ...
+    def lookup(self, k: int = 8, max_len: int = 8) -> _Continuations: ...
+    @property
+    def tokens(self) -> npt.NDArray[np.uint32]: ...
+    @property
+    def min_ngram(self) -> int: ...
+    @property
+    def max_ngram(self) -> int: ...
+    def __len__(self) -> int: ...
+
+@final
+class ModelStore:
+    """n-gram -> continuation statistics of the target model's outputs (hierarchy level 2)."""
+
+    def __new__(
+        cls,
+        min_ngram: int = 1,
+        max_ngram: int = 3,
+        continuation_len: int = 6,
+        top_k: int = 8,
+        vocab_size: int | None = None,
+        metadata: str = "",
+    ) -> ModelStore: ...
+    @staticmethod
+    def build(
+        sequences: Iterable[_TokenInput],
+        min_ngram: int = 1,
+        max_ngram: int = 3,
+        continuation_len: int = 6,
+        top_k: int = 8,
+        vocab_size: int | None = None,
+        metadata: str = "",
+    ) -> ModelStore: ...
+    def add(self, sequence: _TokenInput) -> None: ...
+    def lookup(self, context: _TokenInput, k: int = 8, max_len: int = 8) -> _Continuations: ...
+    def save(self, path: _StrPath) -> None: ...
+    @staticmethod
+    def load(path: _StrPath, expected_vocab_size: int | None = None) -> ModelStore: ...
+    @property
+    def num_keys(self) -> int: ...
+    @property
+    def min_ngram(self) -> int: ...
+    @property
+    def max_ngram(self) -> int: ...
+    @property
+    def continuation_len(self) -> int: ...
+    @property
+    def top_k(self) -> int: ...
+    @property
+    def vocab_size(self) -> int | None: ...
+    @property
+    def metadata(self) -> str: ...
+
+@final
+class CorpusIndex:
+    """Suffix array over a tokenized corpus (hierarchy level 3)."""
+
+    @staticmethod
+    def build(
+        documents: Iterable[_TokenInput], vocab_size: int | None = None, metadata: str = ""
+    ) -> CorpusIndex: ...
+    def lookup(self, context: _TokenInput, k: int = 8, max_len: int = 8) -> _Continuations: ...
+    def save(self, path: _StrPath) -> None: ...
+    @staticmethod
+    def load(path: _StrPath, expected_vocab_size: int | None = None) -> CorpusIndex: ...
+    @property
+    def num_tokens(self) -> int: ...
+    @property
+    def num_documents(self) -> int: ...
+    @property
+    def bytes_per_token(self) -> float: ...
+    @property
+    def vocab_size(self) -> int | None: ...
+    @property
+    def metadata(self) -> str: ...
+
+@final
+class DraftTree:
+    """Flattened prefix tree of draft tokens; parents precede their children."""
+
+    @property
+    def tokens(self) -> npt.NDArray[np.uint32]: ...
+    @property
+    def parents(self) -> npt.NDArray[np.int32]: ...
+    @property
+    def depths(self) -> npt.NDArray[np.int32]: ...
+    @property
+    def sources(self) -> npt.NDArray[np.uint8]: ...
+    def ancestor_mask(self) -> npt.NDArray[np.bool_]: ...
+    def __len__(self) -> int: ...
+
+@final
+class DraftSession:
+    """Drafting state of one request."""
+
+    def propose(self) -> DraftTree: ...
+    def accept(self, tokens: _TokenInput) -> None: ...
+    def finish(self, learn: bool = True) -> None: ...
+    @property
+    def tokens(self) -> npt.NDArray[np.uint32]: ...
+    @property
+    def generated(self) -> npt.NDArray[np.uint32]: ...
+    @property
+    def prompt_len(self) -> int: ...
+    @property
+    def finished(self) -> bool: ...
+
+@final
+class HierarchicalDrafter:
+    """Reads the levels in order and merges their candidates into one draft tree."""
+
+    def __new__(
+        cls,
+        model_store: ModelStore | None = None,
+        corpus_index: CorpusIndex | None = None,
+        order: Sequence[str] = ...,  # ("context", "model", "corpus")
+        budget: int = 16,
+        max_depth: int = 8,
+        context_candidates: int = 8,
+        model_candidates: int = 8,
+        corpus_candidates: int = 8,
+        context_min_ngram: int = 1,
+        context_max_ngram: int = 4,
+    ) -> HierarchicalDrafter: ...
+    def start(self, prompt: _TokenInput) -> DraftSession: ...
+    def propose_batch(self, sessions: Sequence[DraftSession]) -> list[DraftTree]: ...
+    @property
+    def order(self) -> tuple[str, ...]: ...
+    @property
+    def budget(self) -> int: ...
+    @property
+    def max_depth(self) -> int: ...
+    @property
+    def context_candidates(self) -> int: ...
+    @property
+    def model_candidates(self) -> int: ...
+    @property
+    def corpus_candidates(self) -> int: ...
+    @property
+    def context_min_ngram(self) -> int: ...
+    @property
+    def context_max_ngram(self) -> int: ...
+    @property
+    def vocab_size(self) -> int | None: ...
+    @property
+    def model_store(self) -> ModelStore | None: ...
+    @property
+    def corpus_index(self) -> CorpusIndex | None: ...

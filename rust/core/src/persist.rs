@@ -1,0 +1,458 @@
+//! The one binary file format shared by the persistent stores (model store, corpus index):
+//! a checksummed header, a few `u64` parameters, a free-form metadata string and a list of `u32`
+//! arrays ("sections"), written atomically and loaded zero-copy through a memory map.
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! 0   magic        [u8; 8]   one per store kind
+//! 8   version      u32       format version of that kind
+//! 12  flags        u32       bit 0: vocab_size is present
+//! 16  vocab_size   u32
+//! 20  num_params   u32
+//! 24  num_sections u32
+//! 28  metadata_len u32       bytes of UTF-8
+//! 32  total_len    u64       length of the whole file
+//! 40  payload_crc  u32       CRC32 of bytes [64, total_len)
+//! 44  header_crc   u32       CRC32 of bytes [0, 44)
+//! 48  reserved     [u8; 16]  zero
+//! 64  params       [u64; num_params]
+//!     section_lens [u64; num_sections]   element counts
+//!     metadata     [u8; metadata_len], zero-padded to a multiple of 8
+//!     sections     each [u32; len], zero-padded to a multiple of 8 bytes
+//! ```
+//!
+//! Every section starts 8-byte aligned, so on little-endian machines it is used in place from the
+//! mapping ([`U32Array`]). Files are written to `<path>.tmp-<pid>-<n>` in the same directory,
+//! fsynced and renamed over `path`, so a crash never leaves a partial file under `path`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+
+use crate::error::{Error, Result};
+
+/// Size of the fixed header in bytes.
+pub const HEADER_LEN: usize = 64;
+const FLAG_HAS_VOCAB: u32 = 1;
+
+/// Identifies one kind of file: its magic bytes, current version and a human-readable name.
+#[derive(Clone, Copy, Debug)]
+pub struct FileKind {
+    pub magic: [u8; 8],
+    pub version: u32,
+    pub name: &'static str,
+}
+
+/// A read-only `u32` array that is either owned or borrowed from a memory-mapped file.
+#[derive(Clone, Debug)]
+pub struct U32Array(Repr);
+
+#[derive(Clone, Debug)]
+enum Repr {
+    Owned(Vec<u32>),
+    Mapped {
+        map: Arc<Mmap>,
+        offset: usize,
+        len: usize,
+    },
+}
+
+impl U32Array {
+    /// The elements.
+    pub fn as_slice(&self) -> &[u32] {
+        match &self.0 {
+            Repr::Owned(v) => v,
+            Repr::Mapped { map, offset, len } => {
+                let bytes = &map[*offset..*offset + *len * 4];
+                // SAFETY: `mapped` only creates this variant for little-endian targets after
+                // checking that the byte range lies inside the map and starts 4-byte aligned;
+                // every bit pattern is a valid u32, and the map lives as long as `self`.
+                unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<u32>(), *len) }
+            }
+        }
+    }
+
+    /// True when the data lives in a memory-mapped file.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.0, Repr::Mapped { .. })
+    }
+
+    /// Views `len` u32s at byte `offset` of `map` in place when possible, else copies them.
+    fn mapped(map: &Arc<Mmap>, offset: usize, len: usize) -> Option<Self> {
+        let end = len.checked_mul(4)?.checked_add(offset)?;
+        let bytes = map.get(offset..end)?;
+        let aligned = bytes.as_ptr().cast::<u32>().is_aligned();
+        if cfg!(target_endian = "little") && aligned {
+            return Some(U32Array(Repr::Mapped {
+                map: Arc::clone(map),
+                offset,
+                len,
+            }));
+        }
+        let owned = bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Some(U32Array(Repr::Owned(owned)))
+    }
+}
+
+impl From<Vec<u32>> for U32Array {
+    fn from(v: Vec<u32>) -> Self {
+        U32Array(Repr::Owned(v))
+    }
+}
+
+impl Default for U32Array {
+    fn default() -> Self {
+        Vec::new().into()
+    }
+}
+
+impl Deref for U32Array {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        self.as_slice()
+    }
+}
+
+/// The content of one store file, as handed to [`write_file`].
+#[derive(Clone, Copy, Debug)]
+pub struct FileContent<'a> {
+    pub vocab_size: Option<u32>,
+    pub params: &'a [u64],
+    pub metadata: &'a str,
+    pub sections: &'a [&'a [u32]],
+}
+
+/// A validated, loaded store file.
+#[derive(Debug)]
+pub struct LoadedFile {
+    pub path: PathBuf,
+    pub vocab_size: Option<u32>,
+    pub params: Vec<u64>,
+    pub metadata: String,
+    pub sections: Vec<U32Array>,
+}
+
+impl LoadedFile {
+    /// An error saying the (checksum-valid) content of this file is inconsistent.
+    pub fn corrupt(&self, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
+    }
+}
+
+fn pad8(n: u64) -> u64 {
+    (8 - n % 8) % 8
+}
+
+/// Writes bytes to the file while feeding the payload checksum.
+struct PayloadWriter<W: Write> {
+    out: W,
+    crc: crc32fast::Hasher,
+    written: u64,
+}
+
+impl<W: Write> PayloadWriter<W> {
+    fn bytes(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.crc.update(b);
+        self.written += b.len() as u64;
+        self.out.write_all(b)
+    }
+
+    fn pad(&mut self) -> std::io::Result<()> {
+        let zeros = [0u8; 8];
+        self.bytes(&zeros[..pad8(self.written) as usize])
+    }
+
+    fn u64s(&mut self, values: &[u64]) -> std::io::Result<()> {
+        values.iter().try_for_each(|v| self.bytes(&v.to_le_bytes()))
+    }
+
+    fn u32s(&mut self, values: &[u32]) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        for chunk in values.chunks(16 * 1024) {
+            buf.clear();
+            buf.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
+            self.bytes(&buf)?;
+        }
+        Ok(())
+    }
+}
+
+fn encode_header(kind: &FileKind, content: &FileContent<'_>, total: u64, crc: u32) -> Vec<u8> {
+    let mut h = Vec::with_capacity(HEADER_LEN);
+    h.extend_from_slice(&kind.magic);
+    h.extend_from_slice(&kind.version.to_le_bytes());
+    let flags = if content.vocab_size.is_some() {
+        FLAG_HAS_VOCAB
+    } else {
+        0
+    };
+    h.extend_from_slice(&flags.to_le_bytes());
+    h.extend_from_slice(&content.vocab_size.unwrap_or(0).to_le_bytes());
+    h.extend_from_slice(&(content.params.len() as u32).to_le_bytes());
+    h.extend_from_slice(&(content.sections.len() as u32).to_le_bytes());
+    h.extend_from_slice(&(content.metadata.len() as u32).to_le_bytes());
+    h.extend_from_slice(&total.to_le_bytes());
+    h.extend_from_slice(&crc.to_le_bytes());
+    let header_crc = crc32fast::hash(&h);
+    h.extend_from_slice(&header_crc.to_le_bytes());
+    h.resize(HEADER_LEN, 0);
+    h
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp-{}-{n}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Writes `content` to `path` atomically: to a temporary file in the same directory, fsynced,
+/// then renamed over `path`.
+pub fn write_file(path: &Path, kind: &FileKind, content: &FileContent<'_>) -> Result<()> {
+    if path.file_name().is_none() {
+        return Err(Error::InvalidArgument(format!(
+            "{} is not a file path",
+            path.display()
+        )));
+    }
+    let too_big = |what: &str| Error::InvalidArgument(format!("{what} too large for the format"));
+    u32::try_from(content.metadata.len()).map_err(|_| too_big("metadata"))?;
+    u32::try_from(content.sections.len()).map_err(|_| too_big("section list"))?;
+    u32::try_from(content.params.len()).map_err(|_| too_big("parameter list"))?;
+    let tmp = temp_path(path);
+    let result = write_to(&tmp, kind, content).and_then(|()| {
+        fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        sync_parent_dir(path);
+        Ok(())
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write_to(tmp: &Path, kind: &FileKind, content: &FileContent<'_>) -> Result<()> {
+    let io = |e| Error::io(tmp, e);
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .map_err(io)?;
+    let mut w = PayloadWriter {
+        out: BufWriter::with_capacity(1 << 20, file),
+        crc: crc32fast::Hasher::new(),
+        written: 0,
+    };
+    // Placeholder header, rewritten once the checksum is known.
+    w.out.write_all(&[0u8; HEADER_LEN]).map_err(io)?;
+    w.u64s(content.params).map_err(io)?;
+    let lens: Vec<u64> = content.sections.iter().map(|s| s.len() as u64).collect();
+    w.u64s(&lens).map_err(io)?;
+    w.bytes(content.metadata.as_bytes()).map_err(io)?;
+    w.pad().map_err(io)?;
+    for section in content.sections {
+        w.u32s(section).map_err(io)?;
+        w.pad().map_err(io)?;
+    }
+    let total = HEADER_LEN as u64 + w.written;
+    let header = encode_header(kind, content, total, w.crc.finalize());
+    let mut file = w.out.into_inner().map_err(|e| io(e.into_error()))?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    file.write_all(&header).map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
+fn sync_parent_dir(path: &Path) {
+    // Best effort: makes the rename durable on filesystems that need it; not all platforms
+    // allow opening a directory.
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(dir) = File::open(parent) {
+        let _ = dir.sync_all();
+    }
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Opens, maps and validates a file of `kind`: magic, version, length, checksums and layout.
+pub fn read_file(path: &Path, kind: &FileKind) -> Result<LoadedFile> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let truncated = |expected: u64| Error::Truncated {
+        path: path.to_path_buf(),
+        expected,
+        found: file_len,
+    };
+    if file_len < HEADER_LEN as u64 {
+        // Check the magic of whatever is there first: a short file of another kind is "bad
+        // magic", a short file of this kind is "truncated".
+        let mut head = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(&file, 8), &mut head)
+            .map_err(|e| Error::io(path, e))?;
+        if !kind.magic.starts_with(&head) || head.is_empty() {
+            return Err(bad_magic(path, kind));
+        }
+        return Err(truncated(HEADER_LEN as u64));
+    }
+    // SAFETY: the map is read-only. Like every mmap-based reader we rely on the file not being
+    // modified in place while mapped; our own writer never does that (it renames a new file).
+    let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?);
+    let h = &map[..HEADER_LEN];
+    if h[..8] != kind.magic {
+        return Err(bad_magic(path, kind));
+    }
+    let version = le_u32(h, 8);
+    if version != kind.version {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            expected: kind.version,
+        });
+    }
+    if crc32fast::hash(&h[..44]) != le_u32(h, 44) {
+        return Err(Error::ChecksumMismatch {
+            path: path.to_path_buf(),
+        });
+    }
+    let flags = le_u32(h, 12);
+    let vocab = le_u32(h, 16);
+    let num_params = le_u32(h, 20) as u64;
+    let num_sections = le_u32(h, 24) as u64;
+    let metadata_len = le_u32(h, 28) as u64;
+    let total = le_u64(h, 32);
+    if file_len < total {
+        return Err(truncated(total));
+    }
+    let corrupt = |reason: &str| Error::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    if file_len > total {
+        return Err(corrupt("trailing bytes after the end given in the header"));
+    }
+    let total = usize::try_from(total).map_err(|_| corrupt("file too large"))?;
+    if crc32fast::hash(&map[HEADER_LEN..total]) != le_u32(h, 40) {
+        return Err(Error::ChecksumMismatch {
+            path: path.to_path_buf(),
+        });
+    }
+    // The checksum matched; still check the layout so no crafted file can cause a panic.
+    let table_end = HEADER_LEN as u64 + 8 * (num_params + num_sections);
+    if table_end > total as u64 {
+        return Err(corrupt("parameter/section table exceeds the file"));
+    }
+    let params: Vec<u64> = (0..num_params as usize)
+        .map(|i| le_u64(&map, HEADER_LEN + 8 * i))
+        .collect();
+    let lens: Vec<u64> = (0..num_sections as usize)
+        .map(|i| le_u64(&map, HEADER_LEN + 8 * (num_params as usize + i)))
+        .collect();
+    let mut pos = table_end;
+    let meta_end = pos + metadata_len;
+    if meta_end > total as u64 {
+        return Err(corrupt("metadata exceeds the file"));
+    }
+    let metadata = std::str::from_utf8(&map[pos as usize..meta_end as usize])
+        .map_err(|_| corrupt("metadata is not UTF-8"))?
+        .to_string();
+    pos = meta_end + pad8(meta_end);
+    let mut sections = Vec::with_capacity(lens.len());
+    for len in lens {
+        let bytes = len
+            .checked_mul(4)
+            .filter(|b| pos + b <= total as u64)
+            .ok_or_else(|| corrupt("section exceeds the file"))?;
+        let array = U32Array::mapped(&map, pos as usize, len as usize)
+            .ok_or_else(|| corrupt("section exceeds the file"))?;
+        sections.push(array);
+        pos += bytes;
+        pos += pad8(pos);
+    }
+    if pos != total as u64 {
+        return Err(corrupt("sections do not end where the header says"));
+    }
+    Ok(LoadedFile {
+        path: path.to_path_buf(),
+        vocab_size: (flags & FLAG_HAS_VOCAB != 0).then_some(vocab),
+        params,
+        metadata,
+        sections,
+    })
+}
+
+fn bad_magic(path: &Path, kind: &FileKind) -> Error {
+    Error::BadMagic {
+        path: path.to_path_buf(),
+        expected: kind.name.to_string(),
+    }
+}
+
+/// Fails with [`Error::VocabMismatch`] unless the loaded vocabulary size is `expected`.
+pub fn expect_vocab(found: Option<u32>, expected: u32) -> Result<()> {
+    if found == Some(expected) {
+        Ok(())
+    } else {
+        Err(Error::VocabMismatch { expected, found })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KIND: FileKind = FileKind {
+        magic: *b"HDTEST\0\x01",
+        version: 3,
+        name: "test",
+    };
+
+    #[test]
+    fn round_trip_and_alignment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        let a = [1u32, 2, 3];
+        let b: Vec<u32> = (0..1000).collect();
+        let content = FileContent {
+            vocab_size: Some(77),
+            params: &[5, u64::MAX],
+            metadata: "tok=x",
+            sections: &[&a, &[], &b],
+        };
+        write_file(&path, &KIND, &content).unwrap();
+        let f = read_file(&path, &KIND).unwrap();
+        assert_eq!(f.vocab_size, Some(77));
+        assert_eq!(f.params, vec![5, u64::MAX]);
+        assert_eq!(f.metadata, "tok=x");
+        assert_eq!(&*f.sections[0], &a);
+        assert!(f.sections[1].is_empty());
+        assert_eq!(&*f.sections[2], &b[..]);
+        if cfg!(target_endian = "little") {
+            assert!(f.sections[2].is_mapped());
+        }
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,341 @@
+//! Python classes of the drafter: `HierarchicalDrafter`, `DraftSession` and `DraftTree`.
+//!
+//! Translation only: settings and tokens are validated and copied into Rust values, the GIL is
+//! released around drafting, and core errors become Python exceptions. A session lives behind an
+//! `RwLock` (`accept` and `finish` mutate it) and is `None` once finished.
+
+use std::sync::{RwLock, RwLockReadGuard};
+
+use hierdraft_core::{DraftSession, DraftTree, DrafterConfig, HierarchicalDrafter, Level};
+use numpy::prelude::*;
+use numpy::{PyArray1, PyArray2};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use crate::convert;
+use crate::errors::{poisoned, to_py};
+use crate::stores::{PyCorpusIndex, PyModelStore};
+
+fn default_order() -> Vec<String> {
+    Level::ALL.iter().map(|l| l.name().to_string()).collect()
+}
+
+/// Drafts from the context, model and corpus stores into one prefix tree under a node budget.
+#[pyclass(frozen, name = "HierarchicalDrafter", module = "hierdraft._core")]
+pub struct PyHierarchicalDrafter {
+    inner: HierarchicalDrafter,
+    model_store: Option<Py<PyModelStore>>,
+    corpus_index: Option<Py<PyCorpusIndex>>,
+}
+
+#[pymethods]
+impl PyHierarchicalDrafter {
+    #[new]
+    #[pyo3(signature = (
+        model_store = None,
+        corpus_index = None,
+        order = default_order(),
+        budget = 16,
+        max_depth = 8,
+        context_candidates = 8,
+        model_candidates = 8,
+        corpus_candidates = 8,
+        context_min_ngram = 1,
+        context_max_ngram = 4,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        model_store: Option<Bound<'_, PyModelStore>>,
+        corpus_index: Option<Bound<'_, PyCorpusIndex>>,
+        order: Vec<String>,
+        budget: i64,
+        max_depth: i64,
+        context_candidates: i64,
+        model_candidates: i64,
+        corpus_candidates: i64,
+        context_min_ngram: i64,
+        context_max_ngram: i64,
+    ) -> PyResult<Self> {
+        let order = order
+            .iter()
+            .map(|n| Level::from_name(n))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(to_py)?;
+        let config = DrafterConfig {
+            order,
+            budget: convert::count("budget", budget)?,
+            max_depth: convert::count("max_depth", max_depth)?,
+            context_candidates: convert::count("context_candidates", context_candidates)?,
+            model_candidates: convert::count("model_candidates", model_candidates)?,
+            corpus_candidates: convert::count("corpus_candidates", corpus_candidates)?,
+            context_min_ngram: convert::count("context_min_ngram", context_min_ngram)?,
+            context_max_ngram: convert::count("context_max_ngram", context_max_ngram)?,
+        };
+        let model = model_store.as_ref().map(|m| m.get().inner.clone());
+        let corpus = corpus_index.as_ref().map(|c| c.get().inner.clone());
+        let inner = HierarchicalDrafter::new(config, model, corpus).map_err(to_py)?;
+        Ok(Self {
+            inner,
+            model_store: model_store.map(Bound::unbind),
+            corpus_index: corpus_index.map(Bound::unbind),
+        })
+    }
+
+    /// Starts a request with its prompt.
+    fn start(&self, py: Python<'_>, prompt: &Bound<'_, PyAny>) -> PyResult<PyDraftSession> {
+        let prompt = convert::tokens(prompt, "prompt")?;
+        let session = py.detach(|| self.inner.start(&prompt)).map_err(to_py)?;
+        Ok(PyDraftSession {
+            inner: RwLock::new(Some(session)),
+        })
+    }
+
+    /// Proposes a draft tree for every session, in parallel; `result[i]` is for `sessions[i]`.
+    fn propose_batch(
+        &self,
+        py: Python<'_>,
+        sessions: Vec<Bound<'_, PyDraftSession>>,
+    ) -> PyResult<Vec<PyDraftTree>> {
+        let refs: Vec<&PyDraftSession> = sessions.iter().map(|s| s.get()).collect();
+        let trees = py.detach(|| {
+            // Lock each distinct session once, in address order, so concurrent batches over
+            // overlapping sessions cannot deadlock and a session listed twice is fine.
+            let mut unique: Vec<&PyDraftSession> = refs.clone();
+            unique.sort_by_key(|s| *s as *const PyDraftSession as usize);
+            unique.dedup_by_key(|s| *s as *const PyDraftSession as usize);
+            let guards = unique
+                .iter()
+                .map(|s| s.inner.read().map_err(|_| poisoned()))
+                .collect::<PyResult<Vec<RwLockReadGuard<'_, Option<DraftSession>>>>>()?;
+            let mut batch: Vec<&DraftSession> = Vec::with_capacity(refs.len());
+            for (i, s) in refs.iter().enumerate() {
+                let pos = unique
+                    .binary_search_by_key(&(*s as *const PyDraftSession as usize), |u| {
+                        *u as *const PyDraftSession as usize
+                    })
+                    .map_err(|_| poisoned())?;
+                match guards[pos].as_ref() {
+                    Some(sess) => batch.push(sess),
+                    None => return Err(finished_error(&format!("sessions[{i}]"))),
+                }
+            }
+            Ok(hierdraft_core::propose_batch(&batch))
+        })?;
+        Ok(trees
+            .into_iter()
+            .map(|t| PyDraftTree { inner: t })
+            .collect())
+    }
+
+    /// Level names in reading order.
+    #[getter]
+    fn order<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.inner.config().order.iter().map(|l| l.name()))
+    }
+
+    #[getter]
+    fn budget(&self) -> usize {
+        self.inner.config().budget
+    }
+
+    #[getter]
+    fn max_depth(&self) -> usize {
+        self.inner.config().max_depth
+    }
+
+    #[getter]
+    fn context_candidates(&self) -> usize {
+        self.inner.config().context_candidates
+    }
+
+    #[getter]
+    fn model_candidates(&self) -> usize {
+        self.inner.config().model_candidates
+    }
+
+    #[getter]
+    fn corpus_candidates(&self) -> usize {
+        self.inner.config().corpus_candidates
+    }
+
+    #[getter]
+    fn context_min_ngram(&self) -> usize {
+        self.inner.config().context_min_ngram
+    }
+
+    #[getter]
+    fn context_max_ngram(&self) -> usize {
+        self.inner.config().context_max_ngram
+    }
+
+    /// The vocabulary size known by the stores (the smallest when both know one).
+    #[getter]
+    fn vocab_size(&self) -> Option<u32> {
+        self.inner.vocab_size()
+    }
+
+    #[getter]
+    fn model_store(&self, py: Python<'_>) -> Option<Py<PyModelStore>> {
+        self.model_store.as_ref().map(|m| m.clone_ref(py))
+    }
+
+    #[getter]
+    fn corpus_index(&self, py: Python<'_>) -> Option<Py<PyCorpusIndex>> {
+        self.corpus_index.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    fn __repr__(&self) -> String {
+        let c = self.inner.config();
+        let order: Vec<&str> = c.order.iter().map(|l| l.name()).collect();
+        format!(
+            "HierarchicalDrafter(order={order:?}, budget={}, max_depth={}, model_store={}, corpus_index={})",
+            c.budget,
+            c.max_depth,
+            if self.model_store.is_some() { "yes" } else { "None" },
+            if self.corpus_index.is_some() { "yes" } else { "None" },
+        )
+    }
+}
+
+fn finished_error(what: &str) -> PyErr {
+    PyValueError::new_err(format!("{what}: the draft session is finished"))
+}
+
+/// Drafting state of one request (its prompt and accepted tokens).
+#[pyclass(frozen, name = "DraftSession", module = "hierdraft._core")]
+pub struct PyDraftSession {
+    inner: RwLock<Option<DraftSession>>,
+}
+
+impl PyDraftSession {
+    fn read<T>(&self, f: impl FnOnce(&DraftSession) -> T) -> PyResult<T> {
+        let guard = self.inner.read().map_err(|_| poisoned())?;
+        match guard.as_ref() {
+            Some(s) => Ok(f(s)),
+            None => Err(finished_error("session")),
+        }
+    }
+}
+
+#[pymethods]
+impl PyDraftSession {
+    /// Proposes a draft tree for the next verification step.
+    fn propose(&self, py: Python<'_>) -> PyResult<PyDraftTree> {
+        let tree = py.detach(|| self.read(|s| s.propose()))?;
+        Ok(PyDraftTree { inner: tree })
+    }
+
+    /// Records the accepted tokens (bonus token included).
+    fn accept(&self, py: Python<'_>, tokens: &Bound<'_, PyAny>) -> PyResult<()> {
+        let tokens = convert::tokens(tokens, "tokens")?;
+        py.detach(|| {
+            let mut guard = self.inner.write().map_err(|_| poisoned())?;
+            match guard.as_mut() {
+                Some(s) => s.accept(&tokens).map_err(to_py),
+                None => Err(finished_error("session")),
+            }
+        })
+    }
+
+    /// Ends the request; with `learn`, the accepted output feeds the model store. Calling it again
+    /// does nothing.
+    #[pyo3(signature = (learn = true))]
+    fn finish(&self, py: Python<'_>, learn: bool) -> PyResult<()> {
+        py.detach(|| {
+            let session = self.inner.write().map_err(|_| poisoned())?.take();
+            match session {
+                Some(s) => s.finish(learn).map_err(to_py),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Prompt followed by every accepted token (uint32).
+    #[getter]
+    fn tokens<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<u32>>> {
+        self.read(|s| PyArray1::from_slice(py, s.tokens()))
+    }
+
+    /// The accepted tokens, i.e. everything after the prompt (uint32).
+    #[getter]
+    fn generated<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<u32>>> {
+        self.read(|s| PyArray1::from_slice(py, s.generated()))
+    }
+
+    #[getter]
+    fn prompt_len(&self) -> PyResult<usize> {
+        self.read(|s| s.prompt_len())
+    }
+
+    #[getter]
+    fn finished(&self) -> PyResult<bool> {
+        Ok(self.inner.read().map_err(|_| poisoned())?.is_none())
+    }
+
+    fn __repr__(&self) -> PyResult<String> {
+        let guard = self.inner.read().map_err(|_| poisoned())?;
+        Ok(match guard.as_ref() {
+            Some(s) => format!(
+                "DraftSession(prompt_len={}, generated={})",
+                s.prompt_len(),
+                s.generated().len()
+            ),
+            None => "DraftSession(finished)".to_string(),
+        })
+    }
+}
+
+/// A flattened prefix tree of draft tokens: node i has `tokens[i]`, parent `parents[i]` (-1: the
+/// root, i.e. the last accepted token), `depths[i]` (1 for children of the root) and
+/// `sources[i]` (0 context, 1 model, 2 corpus). Parents precede their children.
+#[pyclass(frozen, name = "DraftTree", module = "hierdraft._core")]
+pub struct PyDraftTree {
+    inner: DraftTree,
+}
+
+#[pymethods]
+impl PyDraftTree {
+    #[getter]
+    fn tokens<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u32>> {
+        PyArray1::from_slice(py, &self.inner.tokens)
+    }
+
+    #[getter]
+    fn parents<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i32>> {
+        PyArray1::from_slice(py, &self.inner.parents)
+    }
+
+    #[getter]
+    fn depths<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i32>> {
+        // Depths are at most the node count, which is bounded by an i32 budget.
+        PyArray1::from_iter(py, self.inner.depths.iter().map(|&d| d as i32))
+    }
+
+    #[getter]
+    fn sources<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u8>> {
+        PyArray1::from_slice(py, &self.inner.sources)
+    }
+
+    /// Boolean (n, n) mask: `[i, j]` is true iff j is i or an ancestor of i.
+    fn ancestor_mask<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<bool>>> {
+        let n = self.inner.len();
+        let mask = self.inner.ancestor_mask();
+        PyArray1::from_vec(py, mask).reshape([n, n])
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __repr__(&self) -> String {
+        let t = &self.inner;
+        format!(
+            "DraftTree(n={}, depth={}, tokens={:?}, parents={:?})",
+            t.len(),
+            t.max_depth(),
+            t.tokens,
+            t.parents
+        )
+    }
+}
