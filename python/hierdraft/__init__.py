@@ -6,6 +6,9 @@ into one draft tree and verified by the LLM in a single forward pass. The stores
 the draft tree live in the Rust extension ``hierdraft._core``; this package re-exports them.
 """
 
+import importlib
+from typing import Any
+
 from hierdraft._core import ContextStore as ContextStore
 from hierdraft._core import CorpusIndex as CorpusIndex
 from hierdraft._core import DraftSession as DraftSession
@@ -15,13 +18,36 @@ from hierdraft._core import ModelStore as ModelStore
 from hierdraft._core import StoreFormatError as StoreFormatError
 from hierdraft._core import __version__ as __version__
 
+# The verification loop needs torch; it is imported on first use so that the drafter alone
+# (e.g. embedded in another inference loop) and `hierdraft --help` stay light.
+_LAZY = {
+    "GenerationResult": "hierdraft.generate",
+    "generate": "hierdraft.generate",
+    "iter_generate": "hierdraft.generate",
+    "UnsupportedModelError": "hierdraft.tree_attention",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hierdraft' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "ContextStore",
     "CorpusIndex",
     "DraftSession",
     "DraftTree",
+    "GenerationResult",
     "HierarchicalDrafter",
     "ModelStore",
     "StoreFormatError",
+    "UnsupportedModelError",
     "__version__",
+    "generate",
+    "iter_generate",
 ]

@@ -1,0 +1,139 @@
+"""The KV cache of a speculative decoding request, pruned to the accepted path after every step.
+
+transformers' own sliding-window cache layer drops everything older than `window - 1` tokens as
+soon as a forward writes to it, rejected draft nodes included, so a rejected draft would evict
+entries that are still needed. `TreeKVCache` therefore builds the cache itself, as a
+`DynamicCache` whose layers never drop anything inside a forward:
+
+- full-attention layers hold every committed token;
+- sliding-window layers hold the last `window - 1` committed tokens (what transformers keeps,
+  and all the next forward can see), trimmed after each step, never during one.
+
+After a verification forward every layer holds `held + q` entries (q = chain + tree nodes);
+`commit(keep)` keeps only the entries of the accepted path (the chain and the accepted nodes, in
+order), moving the few accepted node entries next to the chain instead of copying the cache. The
+prompt is never recomputed and memory never grows with rejected drafts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .tree_attention import FULL, SLIDING, AttentionLayout, UnsupportedModelError
+
+try:
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+except ImportError as exc:  # pragma: no cover - depends on the installed transformers
+    raise ImportError("hierdraft needs transformers >= 4.56 (cache layers API)") from exc
+
+__all__ = ["TreeKVCache"]
+
+
+class _PrunableLayer(DynamicLayer):
+    """A dynamic layer that appends during a forward and keeps a chosen subset afterwards.
+
+    `get_seq_length` reports the number of committed tokens (for sliding layers, as transformers'
+    sliding layer does, the absolute length rather than the entries held).
+    """
+
+    def __init__(self, window: int | None = None) -> None:
+        super().__init__()
+        self.window = window
+        self.is_sliding = window is not None
+        self.cumulative_length = 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        keys, values = super().update(key_states, value_states, *args, **kwargs)
+        self.cumulative_length += key_states.shape[-2]
+        return keys, values
+
+    def get_seq_length(self) -> int:
+        return self.cumulative_length
+
+    def get_max_length(self) -> int:
+        return -1 if self.window is None else self.window
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        held = self.keys.shape[-2] if self.is_initialized and self.keys is not None else 0
+        return held + query_length, self.cumulative_length - held
+
+    def held(self) -> int:
+        return 0 if not self.is_initialized or self.keys is None or self.keys.numel() == 0 else self.keys.shape[-2]
+
+    def keep(self, old: int, q: int, fixed: int, move: torch.Tensor | None, m: int) -> None:
+        """Of the `old + q` entries keep the first `old`, then `m` new ones: the first `fixed` new
+        entries stay where they are, the new entries `move` are copied right after them."""
+        keys, values = self.keys, self.values
+        assert keys is not None and values is not None
+        if keys.shape[-2] != old + q:
+            raise RuntimeError(f"KV cache out of sync: a layer holds {keys.shape[-2]} entries, expected {old + q}")
+        if move is not None:  # move the accepted node entries right after the chain
+            src = move.to(keys.device) + old
+            dst = slice(old + fixed, old + m)
+            keys[..., dst, :] = keys.index_select(-2, src)
+            values[..., dst, :] = values.index_select(-2, src)
+        total = old + m
+        start = 0 if self.window is None else max(0, total - (self.window - 1))
+        self.keys = keys[..., start:total, :]
+        self.values = values[..., start:total, :]
+        self.cumulative_length += m - q
+
+
+class _TreeCache(DynamicCache):
+    """A DynamicCache made of `_PrunableLayer`s (one per decoder layer)."""
+
+    def __init__(self, layers: list[_PrunableLayer]) -> None:  # noqa: D107 - bypasses DynamicCache's config logic
+        super(DynamicCache, self).__init__(layers=list(layers))
+
+
+class TreeKVCache:
+    """The cache of one request plus the number of committed tokens it holds."""
+
+    def __init__(self, layout: AttentionLayout) -> None:
+        self.layout = layout
+        self.layers = [
+            _PrunableLayer(layout.sliding_window if t == SLIDING else None) for t in layout.layer_types
+        ]
+        self.cache = _TreeCache(self.layers)
+        self.length = 0  # committed tokens (positions 0..length-1)
+
+    def cached_lengths(self) -> dict[str, int]:
+        """Entries a layer of each type holds now."""
+        out = {FULL: self.length}
+        if self.layout.sliding_window is not None:
+            out[SLIDING] = min(self.length, self.layout.sliding_window - 1)
+        return out
+
+    def commit(self, q: int, keep: np.ndarray) -> None:
+        """After a forward over `q` new tokens, keep new entries `keep` (increasing indices).
+
+        `keep` lists the chain (0..c-1) then the accepted nodes (c + node index).
+        """
+        keep = np.asarray(keep, dtype=np.int64)
+        m = len(keep)
+        held = self.cached_lengths()
+        in_place = keep == np.arange(m)
+        fixed = m if in_place.all() else int(np.argmin(in_place))
+        move = None if fixed == m else torch.from_numpy(keep[fixed:]).to(self.layout.device)
+        for layer, layer_type in zip(self.layers, self.layout.layer_types):
+            if not layer.is_initialized:
+                raise UnsupportedModelError(
+                    "a decoder layer did not write to the KV cache (KV sharing / non-attention layers are not supported)"
+                )
+            layer.keep(held[layer_type], q, fixed, move, m)
+        self.length += m
+
+    def entries(self) -> list[int]:
+        """Entries held per layer (for tests and memory accounting)."""
+        return [layer.held() for layer in self.layers]
+
+    def nbytes(self) -> int:
+        total = 0
+        for layer in self.layers:
+            if layer.keys is not None and layer.values is not None:
+                total += layer.keys.nelement() * layer.keys.element_size()
+                total += layer.values.nelement() * layer.values.element_size()
+        return total
