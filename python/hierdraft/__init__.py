@@ -25,6 +25,10 @@ _LAZY = {
     "generate": "hierdraft.generate",
     "iter_generate": "hierdraft.generate",
     "UnsupportedModelError": "hierdraft.tree_attention",
+    "load_default": "hierdraft.models",
+    "load_model": "hierdraft.models",
+    "tokenizer_fingerprint": "hierdraft.models",
+    "default_drafter": "hierdraft.stores",
 }
 
 
@@ -48,6 +52,10 @@ __all__ = [
     "StoreFormatError",
     "UnsupportedModelError",
     "__version__",
+    "default_drafter",
     "generate",
     "iter_generate",
+    "load_default",
+    "load_model",
+    "tokenizer_fingerprint",
 ]

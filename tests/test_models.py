@@ -1,0 +1,178 @@
+"""Model loading (hierdraft.models) and cache paths (hierdraft.paths).
+
+Fast tests use a tiny tokenizer / model saved to a temp folder; the slow test converts the real
+default model (Gemma 3 270M from its GGUF package) into a fresh cache and loads it again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hierdraft import models, paths
+
+
+def _tiny_tokenizer(words=("a", "b", "c", "the", "cat"), name="tiny"):
+    from tokenizers import Tokenizer, models as tok_models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "[BOS]": 1, "[EOS]": 2}
+    for w in words:
+        vocab.setdefault(w, len(vocab))
+    raw = Tokenizer(tok_models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]", bos_token="[BOS]", eos_token="[EOS]")
+    tok.name_or_path = name
+    return tok
+
+
+def _save_tiny_model(folder: Path) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = _tiny_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def test_cache_dir_resolution(tmp_path, monkeypatch):
+    monkeypatch.setenv("HIERDRAFT_HOME", str(tmp_path / "hd"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert paths.cache_dir() == tmp_path / "hd" and (tmp_path / "hd").is_dir()
+    monkeypatch.delenv("HIERDRAFT_HOME")
+    assert paths.cache_dir() == tmp_path / "xdg" / "hierdraft"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert paths.cache_dir(create=False) == tmp_path / "home" / ".cache" / "hierdraft"
+    monkeypatch.setenv("HIERDRAFT_HOME", str(tmp_path / "hd"))
+    assert paths.models_dir().parent == paths.stores_dir().parent == tmp_path / "hd"
+
+
+def test_atomic_write_replaces_only_on_success(tmp_path):
+    target = tmp_path / "sub" / "f.txt"
+    paths.atomic_write_text(target, "one")
+    assert target.read_text() == "one"
+    with pytest.raises(RuntimeError):
+        with paths.atomic_write(target, "w") as fh:
+            fh.write("two")
+            raise RuntimeError("crash mid-write")
+    assert target.read_text() == "one"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["f.txt"]
+    paths.atomic_write_bytes(target, b"three")
+    assert target.read_bytes() == b"three"
+
+
+def test_atomic_dir_swaps_whole_folders(tmp_path):
+    target = tmp_path / "model"
+    with paths.atomic_dir(target) as tmp:
+        (tmp / "a").write_text("1")
+    assert (target / "a").read_text() == "1"
+    with pytest.raises(ValueError):
+        with paths.atomic_dir(target) as tmp:
+            (tmp / "b").write_text("2")
+            raise ValueError("conversion failed")
+    assert sorted(p.name for p in target.iterdir()) == ["a"]
+    with paths.atomic_dir(target) as tmp:
+        (tmp / "c").write_text("3")
+    assert sorted(p.name for p in target.iterdir()) == ["c"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+# --------------------------------------------------------------------------- dtype, keys, fingerprints
+
+
+def test_resolve_dtype_and_cache_key(monkeypatch):
+    monkeypatch.delenv("HIERDRAFT_DTYPE", raising=False)
+    assert models.resolve_dtype(None) == torch.float32
+    assert models.resolve_dtype("bf16") == torch.bfloat16
+    assert models.resolve_dtype(torch.float16) == torch.float16
+    monkeypatch.setenv("HIERDRAFT_DTYPE", "bfloat16")
+    assert models.resolve_dtype(None) == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown dtype"):
+        models.resolve_dtype("int3")
+    import transformers
+
+    key = models.default_cache_key("bfloat16")
+    assert key.endswith("-bfloat16") and f"tf{transformers.__version__}" in key and "pkg" in key
+    assert models.default_cache_key("float32") != key
+
+
+def test_tokenizer_fingerprint():
+    a = models.tokenizer_fingerprint(_tiny_tokenizer())
+    assert a == models.tokenizer_fingerprint(_tiny_tokenizer())
+    assert a.startswith("tiny|vocab=8|sha256=")
+    renamed = models.tokenizer_fingerprint(_tiny_tokenizer(name="/some/path/other-name"))
+    assert renamed.startswith("other-name|") and models.fingerprint_vocab_hash(renamed) == models.fingerprint_vocab_hash(a)
+    different = _tiny_tokenizer(words=("a", "b", "c", "the", "dog"))
+    assert models.fingerprint_vocab_hash(models.tokenizer_fingerprint(different)) != models.fingerprint_vocab_hash(a)
+    models.check_tokenizer_fingerprint(a, _tiny_tokenizer(name="x"))
+    models.check_tokenizer_fingerprint("", different)  # stores without a fingerprint are accepted
+    with pytest.raises(models.TokenizerMismatchError, match="was built with tokenizer"):
+        models.check_tokenizer_fingerprint(a, different)
+    # a raw tokenizers.Tokenizer works too
+    assert models.fingerprint_vocab_hash(models.tokenizer_fingerprint(_tiny_tokenizer().backend_tokenizer)) == (
+        models.fingerprint_vocab_hash(a)
+    )
+
+
+# --------------------------------------------------------------------------- other local models
+
+
+def test_load_model_from_a_local_folder_and_env_override(tmp_path, monkeypatch):
+    folder = _save_tiny_model(tmp_path / "tiny-llama")
+    model, tok = models.load_model(folder, dtype="float32")
+    assert model.dtype == torch.float32 and not model.training
+    assert tok.name_or_path == "tiny-llama" and len(tok) == 8
+    monkeypatch.setenv("HIERDRAFT_MODEL", str(folder))
+    model2, tok2 = models.load_default(dtype="bfloat16")
+    assert model2.dtype == torch.bfloat16 and type(model2) is type(model)
+    assert models.load_tokenizer(None).get_vocab() == tok.get_vocab()
+    with pytest.raises(FileNotFoundError):
+        models.load_model(tmp_path / "missing-model")
+    with pytest.raises(FileNotFoundError, match="GGUF"):
+        models.load_model(tmp_path / "missing.gguf")
+
+
+# --------------------------------------------------------------------------- the real default model
+
+
+@pytest.mark.slow
+def test_default_model_converts_once_then_loads_from_cache(tmp_path, monkeypatch):
+    """Gemma 3 270M from its GGUF package into a fresh cache; the second load uses the cache."""
+    monkeypatch.setenv("HIERDRAFT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HIERDRAFT_MODEL", raising=False)
+    monkeypatch.delenv("HIERDRAFT_DTYPE", raising=False)
+    t0 = time.perf_counter()
+    model, tok = models.load_default()
+    first = time.perf_counter() - t0
+    folder = models.default_model_dir()
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    assert str(folder).startswith(str(tmp_path / "home"))
+    del model
+    t0 = time.perf_counter()
+    model, tok = models.load_default()
+    second = time.perf_counter() - t0
+    print(f"default model: first load (GGUF conversion) {first:.1f} s, cached load {second:.1f} s")
+    assert second < first / 3, (first, second)
+    assert model.dtype == torch.float32 and tok.is_fast and len(tok) == 262144
+    assert models.tokenizer_fingerprint(tok).startswith("gemma-3-270m|vocab=262144|")
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    assert ids[0, 0].item() == tok.bos_token_id
+    with torch.inference_mode():
+        out = model.generate(ids, max_new_tokens=4, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids.shape[1]:]) or out.shape[1] == ids.shape[1] + 4
+    # nothing half-written is left in the cache, and the assembled GGUF was cleaned up
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".") or p.name.startswith("gguf-")]
