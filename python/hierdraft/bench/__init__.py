@@ -1,0 +1,12 @@
+"""End-to-end benchmark of hierdraft against its peers (`hierdraft bench`).
+
+Modules, one job each:
+
+- `questions`: load and select Spec-Bench-style question files (JSONL).
+- `prompting`: the plain prompt template used for the default (base) model.
+- `methods`: the decoding methods compared (`ar`, `hf-ar`, `hf-pld`, `context`, `model`,
+  `corpus`, `hd`), each an object with `run(prompt_ids) -> PromptRecord`.
+- `runner`: runs every method on the same prompts, interleaved, and checks exactness.
+- `report`: aggregates the records into `results.json`, `report.md` and `speedup.png`.
+- `cli_bench`: the `bench` sub-command (`add_bench_parser`, `run_bench_command`).
+"""

@@ -1,0 +1,307 @@
+"""`hierdraft bench`: the end-to-end benchmark on Spec-Bench-style prompts.
+
+Runs ar, hf-ar, hf-pld, context, model, corpus and hd in one process on the same prompts
+(interleaved, method order rotated per prompt, one untimed warm-up run each), checks that every
+greedy output equals ar's, and writes results.json, report.md and speedup.png into --out.
+
+Exit status: 0 when all outputs match; 3 when some method's greedy output differs from ar's
+(each mismatch is listed); 1 on bad input (e.g. a malformed question file).
+
+Quick by default: 2 prompts per category (26 for Spec-Bench), 64 new tokens each. --full runs
+every question with 256 new tokens (unless --max-new-tokens says otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .methods import ALL_METHODS, DEFAULT_PLD_TOKENS, DecodeSettings, build_methods
+from .prompting import PROMPT_TEMPLATE, WARMUP_QUESTION, encode_prompt, format_prompt
+from .questions import (
+    QuestionFileError,
+    default_questions_path,
+    interleave_categories,
+    load_questions,
+    select_per_category,
+)
+from .runner import BenchPrompt, run_bench
+
+QUICK_LIMIT_PER_CATEGORY = 2
+QUICK_MAX_NEW_TOKENS = 64
+FULL_MAX_NEW_TOKENS = 256
+EXIT_MISMATCH = 3
+EXIT_INTERRUPTED = 130
+
+
+def _methods_arg(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ALL_METHODS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(ALL_METHODS)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``bench`` sub-command on an ``argparse`` sub-parsers object."""
+    p = subparsers.add_parser(
+        "bench",
+        help="benchmark hierdraft against autoregressive decoding and prompt lookup",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--questions", type=Path, default=None,
+                   help="Spec-Bench-style JSONL (question_id, category, turns); default: "
+                        "../shared/specbench/question.jsonl when present")
+    p.add_argument("--limit-per-category", type=_positive_int, default=None,
+                   help=f"questions per category (default {QUICK_LIMIT_PER_CATEGORY}; all with --full)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=None,
+                   help=f"tokens to generate per prompt (default {QUICK_MAX_NEW_TOKENS}; "
+                        f"{FULL_MAX_NEW_TOKENS} with --full)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="0 = greedy (default; outputs are checked against ar); > 0 samples")
+    p.add_argument("--model", default=None,
+                   help="local model path or name (default: the embedded Gemma 3 270M)")
+    p.add_argument("--methods", type=_methods_arg, default=list(ALL_METHODS),
+                   help=f"comma-separated subset of {','.join(ALL_METHODS)} (default: all; "
+                        "ar is always added as the baseline)")
+    p.add_argument("--out", type=Path, default=Path("bench-results"),
+                   help="output directory (default ./bench-results)")
+    p.add_argument("--full", action="store_true", help="every question, longer generations")
+    p.add_argument("--threads", type=_positive_int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--budget", type=_positive_int, default=16, help="draft tree nodes per step (default 16)")
+    p.add_argument("--model-store", type=Path, default=None, metavar="PATH",
+                   help="model store (.hdms) for the model level (default: the cached default "
+                        "stores of the model's tokenizer, built on first use)")
+    p.add_argument("--corpus-index", type=Path, default=None, metavar="PATH",
+                   help="corpus index (.hdci) for the corpus level (default: as --model-store)")
+    p.add_argument("--pld-tokens", type=_positive_int, default=DEFAULT_PLD_TOKENS,
+                   help=f"prompt_lookup_num_tokens for hf-pld (default {DEFAULT_PLD_TOKENS})")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="stop starting new prompts after this many seconds and report the "
+                        "prompts done (Ctrl-C does the same)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_bench_command)
+    return p
+
+
+def _resolve_questions(args: argparse.Namespace) -> Path:
+    if args.questions is not None:
+        return Path(args.questions)
+    found = default_questions_path()
+    if found is None:
+        raise QuestionFileError(
+            "no question file given and ../shared/specbench/question.jsonl not found; "
+            "pass --questions PATH (Spec-Bench JSONL: question_id, category, turns)"
+        )
+    return found
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> int | list[int] | None:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = getattr(tokenizer, "eos_token_id", None)
+    if isinstance(eos, (list, tuple)):
+        eos = [int(e) for e in eos]
+        return eos[0] if len(eos) == 1 else eos
+    return int(eos) if eos is not None else None
+
+
+def _model_info(model: Any, name: str | None) -> dict[str, Any]:
+    info: dict[str, Any] = {"name": name or getattr(model, "name_or_path", None) or "default"}
+    cfg = getattr(model, "config", None)
+    if cfg is not None:
+        info["architecture"] = type(model).__name__
+        info["vocab_size"] = getattr(cfg, "vocab_size", None)
+        info["name"] = name or getattr(cfg, "_name_or_path", None) or info["name"]
+    try:
+        params = list(model.parameters())
+        info["parameters"] = sum(p.numel() for p in params)
+        info["dtype"] = str(params[0].dtype).replace("torch.", "") if params else None
+    except (AttributeError, TypeError):
+        pass
+    return info
+
+
+def _command_line() -> str | None:
+    argv = sys.argv[1:]
+    return shlex.join(["hierdraft", *argv]) if argv[:1] == ["bench"] else None
+
+
+def execute(
+    args: argparse.Namespace,
+    model: Any,
+    tokenizer: Any,
+    drafter_factory: Callable[[tuple[str, ...]], Any] | None,
+    *,
+    model_name: str | None = None,
+    generate_fn: Callable[..., Any] | None = None,
+    out_stream: Any = None,
+    stores: Callable[[], dict[str, Any]] | None = None,
+) -> int:
+    """Run the bench on an already loaded model; returns the exit status.
+
+    ``drafter_factory(order)`` builds a fresh drafter for a level order; it is only called
+    for the drafting methods that were asked for.
+    """
+    import torch
+
+    from .report import write_report
+
+    out_stream = out_stream if out_stream is not None else sys.stdout
+    path = _resolve_questions(args)
+    questions = load_questions(path)
+    limit = args.limit_per_category
+    if limit is None and not args.full:
+        limit = QUICK_LIMIT_PER_CATEGORY
+    selected = interleave_categories(select_per_category(questions, limit))
+    max_new = args.max_new_tokens or (FULL_MAX_NEW_TOKENS if args.full else QUICK_MAX_NEW_TOKENS)
+    if args.temperature < 0:
+        raise ValueError("--temperature must be >= 0")
+    names = list(dict.fromkeys(["ar", *args.methods]))
+
+    torch.set_num_threads(args.threads)
+    settings = DecodeSettings(
+        max_new_tokens=max_new,
+        temperature=args.temperature,
+        eos_token_id=_eos_ids(model, tokenizer),
+        seed=args.seed,
+    )
+    prompts = [
+        BenchPrompt(q.question_id, q.category, encode_prompt(tokenizer, format_prompt(q)))
+        for q in selected
+    ]
+    warmup_ids = encode_prompt(tokenizer, format_prompt(WARMUP_QUESTION))
+
+    methods, counter = build_methods(
+        names, model, settings, drafter_factory=drafter_factory,
+        pld_tokens=args.pld_tokens, generate_fn=generate_fn,
+    )
+    greedy = args.temperature == 0.0
+    t0 = time.perf_counter()
+    try:
+        run = run_bench(methods, prompts, warmup_ids=warmup_ids, compare=greedy,
+                        progress=not args.no_progress, stop_after_s=getattr(args, "time_limit", None))
+    finally:
+        counter.close()
+    wall = time.perf_counter() - t0
+
+    if not run.prompts:
+        print("interrupted before any prompt finished: nothing to report", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    bench_settings = {
+        "questions": str(path),
+        "prompts": len(run.prompts),
+        "prompts_selected": len(prompts),
+        "interrupted": run.interrupted,
+        "categories": len({p.category for p in run.prompts}),
+        "limit_per_category": limit,
+        "full": bool(args.full),
+        "max_new_tokens": max_new,
+        "temperature": args.temperature,
+        "seed": args.seed,
+        "threads": args.threads,
+        "budget": args.budget,
+        "pld_tokens": args.pld_tokens,
+        "pld_max_matching_ngram_size": 2,
+        "methods": names,
+        "eos_token_id": settings.eos_token_id,
+        "prompt_template": PROMPT_TEMPLATE,
+        "order": "interleaved per prompt, method order rotated by one each prompt, one warm-up run each",
+        "wall_time_s": wall,
+        "command": _command_line(),
+        # read after the run: the factory may have built the default stores on first use
+        "stores": stores() if stores is not None else None,
+    }
+    result = write_report(args.out, run, settings=bench_settings,
+                          model=_model_info(model, model_name), threads=args.threads)
+    summary = result["summary"]
+    print(f"wrote {Path(args.out) / 'results.json'}, report.md, speedup.png "
+          f"({len(run.prompts)} prompts, {wall:.0f} s)", file=out_stream)
+    if run.interrupted:
+        print(f"stopped early: {len(run.prompts)} of {len(prompts)} prompts done", file=out_stream)
+    for m in names:
+        s = summary["overall"][m]
+        sp = f"{s['speedup']:.2f}x" if s["speedup"] else "-"
+        tps = f"{s['tokens_per_second']:.1f}" if s["tokens_per_second"] else "-"
+        print(f"  {m:8s} {tps:>7s} tokens/s  speedup {sp}", file=out_stream)
+    if run.mismatches:
+        print(f"error: {len(run.mismatches)} greedy output(s) differ from ar:", file=sys.stderr)
+        for mm in run.mismatches:
+            print(f"  {mm.describe()}", file=sys.stderr)
+        return EXIT_MISMATCH
+    return EXIT_INTERRUPTED if run.interrupted and getattr(args, "time_limit", None) is None else 0
+
+
+def _drafter_factory(args: argparse.Namespace, tokenizer: Any, model: Any) -> Callable[[tuple[str, ...]], Any]:
+    """Drafters over the stores given on the command line, else over the default stores.
+
+    Every call loads the stores afresh (memory-mapped, so cheap): each method gets its own
+    instances, and online learning never crosses from one method to another.
+    """
+    from hierdraft import HierarchicalDrafter
+    from hierdraft.stores import default_drafter, load_corpus_index, load_model_store
+
+    explicit = args.model_store is not None or args.corpus_index is not None
+
+    def factory(order: tuple[str, ...]) -> Any:
+        if not explicit:
+            return default_drafter(tokenizer, model=model, budget=args.budget, order=order)
+        ms = load_model_store(args.model_store, tokenizer) if args.model_store else None
+        ci = load_corpus_index(args.corpus_index, tokenizer) if args.corpus_index else None
+        return HierarchicalDrafter(model_store=ms, corpus_index=ci, order=order, budget=args.budget)
+
+    return factory
+
+
+def _stores_info(args: argparse.Namespace, tokenizer: Any) -> dict[str, str | None]:
+    if args.model_store is not None or args.corpus_index is not None:
+        return {"model_store": str(args.model_store) if args.model_store else None,
+                "corpus_index": str(args.corpus_index) if args.corpus_index else None}
+    try:
+        from hierdraft.stores import default_store_paths
+
+        small_ms, small_ci = default_store_paths(tokenizer, full=False)
+        full_ms, full_ci = default_store_paths(tokenizer, full=True)
+        pick = lambda full, small: str(full if full.is_file() else small if small.is_file() else None)  # noqa: E731
+        return {"model_store": pick(full_ms, small_ms), "corpus_index": pick(full_ci, small_ci)}
+    except Exception:  # noqa: BLE001 - informational only
+        return {"model_store": "default", "corpus_index": "default"}
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    """Entry point of ``hierdraft bench``: load the model and stores, then :func:`execute`."""
+    import torch
+
+    from hierdraft.models import load_model
+
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+    except ImportError:
+        pass
+    torch.set_num_threads(args.threads)
+    # validate the question file before the (slow) model load
+    load_questions(_resolve_questions(args))
+    model, tokenizer = load_model(args.model)
+    factory = None
+    if any(m in ("context", "model", "corpus", "hd") for m in args.methods):
+        factory = _drafter_factory(args, tokenizer, model)
+    name = args.model or getattr(tokenizer, "name_or_path", None)
+    return execute(args, model, tokenizer, factory, model_name=name,
+                   stores=lambda: _stores_info(args, tokenizer))

@@ -1,0 +1,328 @@
+"""Aggregating a bench run and writing ``results.json``, ``report.md`` and ``speedup.png``.
+
+Definitions (the same for every method):
+
+- tokens/s: generated tokens / wall time of the whole call, prefill included, summed over
+  the prompts of a group (overall or one category);
+- speedup: a method's tokens/s over ``ar``'s on the same prompts;
+- tokens per step (Spec-Bench's "mean accepted tokens"): generated tokens per forward pass of
+  the target model, the bonus token included, counted by a forward hook. The prefill forward
+  counts as a step: it yields a first token, and with drafting (hierdraft's loop and
+  transformers' prompt lookup alike) it already verifies a first draft. 1.0 for plain decoding
+  (``GenerationResult.mean_accepted_tokens`` uses the same definition);
+- draft time per step: the drafter's ``propose()`` time (``GenerationResult.draft_times``), p50
+  and p99 over the decoding steps of the group, in microseconds; verify time per step: forward +
+  acceptance + cache pruning (``verify_times``), mean and p50 in milliseconds. Both leave out
+  the first step, whose forward is the prefill of the whole prompt (it would swamp the
+  per-step numbers); its time is reported as ``prefill_ms_mean``. transformers' methods do not
+  report these times.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Sequence
+
+from .methods import PromptRecord
+from .runner import REFERENCE, BenchRun
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated percentile (q in [0, 100]); None for no values."""
+    if not values:
+        return None
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def _stats(records: Sequence[PromptRecord]) -> dict[str, Any]:
+    new_tokens = sum(r.new_tokens for r in records)
+    elapsed = sum(r.elapsed for r in records)
+    forwards = sum(r.forwards for r in records)
+    # step 0 is the prefill: left out of the per-step times
+    draft = [t for r in records for t in r.draft_times[1:]]
+    verify = [t for r in records for t in r.verify_times[1:]]
+    prefill = [r.prefill_time for r in records if r.prefill_time is not None]
+    p50 = percentile(draft, 50)
+    p99 = percentile(draft, 99)
+    v50 = percentile(verify, 50)
+    return {
+        "prompts": len(records),
+        "new_tokens": new_tokens,
+        "time_s": elapsed,
+        "tokens_per_second": new_tokens / elapsed if elapsed > 0 else None,
+        "speedup": None,
+        "forwards": forwards,
+        "tokens_per_step": new_tokens / forwards if forwards > 0 else None,
+        "draft_us_p50": p50 * 1e6 if p50 is not None else None,
+        "draft_us_p99": p99 * 1e6 if p99 is not None else None,
+        "verify_ms_mean": sum(verify) / len(verify) * 1e3 if verify else None,
+        "verify_ms_p50": v50 * 1e3 if v50 is not None else None,
+        "draft_share_of_verify": sum(draft) / sum(verify) if draft and sum(verify) > 0 else None,
+        "prefill_ms_mean": sum(prefill) / len(prefill) * 1e3 if prefill else None,
+    }
+
+
+def _with_speedups(group: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    ref = group.get(REFERENCE)
+    ref_tps = ref["tokens_per_second"] if ref else None
+    for stats in group.values():
+        tps = stats["tokens_per_second"]
+        stats["speedup"] = tps / ref_tps if ref_tps and tps else None
+    return group
+
+
+def summarize(run: BenchRun) -> dict[str, Any]:
+    """Per-method statistics, overall and per category (categories in first-seen order)."""
+    cats = list(dict.fromkeys(p.category for p in run.prompts))
+    overall = _with_speedups({m: _stats(run.records[m]) for m in run.methods})
+    per_cat: dict[str, dict[str, Any]] = {}
+    for cat in cats:
+        idx = [i for i, p in enumerate(run.prompts) if p.category == cat]
+        per_cat[cat] = _with_speedups(
+            {m: _stats([run.records[m][i] for i in idx]) for m in run.methods}
+        )
+    prompts = []
+    for i, p in enumerate(run.prompts):
+        prompts.append(
+            {
+                "question_id": p.question_id,
+                "category": p.category,
+                "prompt_tokens": len(p.ids),
+                "methods": {
+                    m: {
+                        "new_tokens": run.records[m][i].new_tokens,
+                        "elapsed_s": run.records[m][i].elapsed,
+                        "forwards": run.records[m][i].forwards,
+                        "loop_steps": len(run.records[m][i].verify_times) or None,
+                    }
+                    for m in run.methods
+                },
+            }
+        )
+    return {
+        "methods": list(run.methods),
+        "overall": overall,
+        "categories": per_cat,
+        "outputs_compared": run.compared,
+        "mismatches": [vars(m) | {"description": m.describe()} for m in run.mismatches],
+        "prompts": prompts,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(threads: int | None = None) -> dict[str, Any]:
+    import torch
+
+    return {
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": threads if threads is not None else torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def versions() -> dict[str, str]:
+    return {name: _version(name) for name in ("hierdraft", "torch", "transformers", "numpy")}
+
+
+# ---------------------------------------------------------------------------------------
+# report.md
+
+
+def _fmt(x: Any, spec: str, suffix: str = "") -> str:
+    if x is None:
+        return "–"
+    return f"{x:{spec}}{suffix}"
+
+
+def _overall_table(summary: dict[str, Any]) -> list[str]:
+    lines = [
+        "| method | tokens/s | speedup vs ar | tokens/step | draft/step p50 (us) | draft/step p99 (us) "
+        "| verify/step mean (ms) | draft / verify |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in summary["methods"]:
+        s = summary["overall"][m]
+        share = s["draft_share_of_verify"]
+        lines.append(
+            f"| {m} | {_fmt(s['tokens_per_second'], '.1f')} | {_fmt(s['speedup'], '.2f', 'x')} "
+            f"| {_fmt(s['tokens_per_step'], '.2f')} | {_fmt(s['draft_us_p50'], '.1f')} "
+            f"| {_fmt(s['draft_us_p99'], '.1f')} | {_fmt(s['verify_ms_mean'], '.1f')} "
+            f"| {_fmt(share * 100 if share is not None else None, '.2f', '%')} |"
+        )
+    return lines
+
+
+def _category_table(summary: dict[str, Any], key: str, spec: str, suffix: str) -> list[str]:
+    methods = summary["methods"]
+    lines = [
+        "| category | n | " + " | ".join(methods) + " |",
+        "|---|---:|" + "---:|" * len(methods),
+    ]
+    rows = list(summary["categories"].items()) + [("**overall**", summary["overall"])]
+    for cat, group in rows:
+        n = next(iter(group.values()))["prompts"] if group else 0
+        cells = []
+        values = {m: group[m][key] for m in methods}
+        best = max((v for m, v in values.items() if v is not None and m != REFERENCE), default=None)
+        for m in methods:
+            cell = _fmt(values[m], spec, suffix)
+            if best is not None and values[m] == best and key == "speedup":
+                cell = f"**{cell}**"
+            cells.append(cell)
+        lines.append(f"| {cat} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """The human-readable report of a ``results.json`` object."""
+    summary = result["summary"]
+    st = result["settings"]
+    mc = result["machine"]
+    ver = result["versions"]
+    out = ["# hierdraft bench", ""]
+    out.append(
+        f"Model `{result['model'].get('name', '?')}`, {st['prompts']} prompts "
+        f"({st['limit_per_category'] if st['limit_per_category'] is not None else 'all'} per category) "
+        f"from `{st['questions']}`, max {st['max_new_tokens']} new tokens, temperature "
+        f"{st['temperature']}, budget {st['budget']}, hf-pld with prompt_lookup_num_tokens="
+        f"{st['pld_tokens']}. {mc['cpu']}, {mc['torch_threads']} torch threads. hierdraft "
+        f"{ver['hierdraft']}, torch {ver['torch']}, transformers {ver['transformers']}."
+    )
+    if st.get("stores"):
+        out += ["", "Stores: " + ", ".join(f"{k} `{v}`" for k, v in st["stores"].items())]
+    if st.get("interrupted"):
+        out += ["", f"**Stopped early: {st['prompts']} of {st['prompts_selected']} selected prompts done.**"]
+    if st.get("command"):
+        out += ["", f"Command: `{st['command']}`"]
+    out += ["", "## Overall", ""] + _overall_table(summary)
+    out += ["", "## Speedup vs ar per category (best non-ar method in bold)", ""]
+    out += _category_table(summary, "speedup", ".2f", "x")
+    out += ["", "## Tokens per step per category", ""]
+    out += _category_table(summary, "tokens_per_step", ".2f", "")
+    out += ["", "## Exactness", ""]
+    if not summary["outputs_compared"]:
+        out.append("Outputs not compared (sampling: temperature > 0).")
+    elif not summary["mismatches"]:
+        out.append(f"Greedy outputs of every method identical to `ar` on all {st['prompts']} prompts.")
+    else:
+        out.append(f"**{len(summary['mismatches'])} mismatch(es) against `ar`:**")
+        out.append("")
+        out += [f"- {m['description']}" for m in summary["mismatches"]]
+    out += [
+        "",
+        "tokens/s counts the whole call, prefill included; tokens/step is generated tokens per "
+        "forward pass of the model (the prefill counts as one), bonus token included; draft and "
+        "verify times are per decoding step, the prefill step left out.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------
+# speedup.png
+
+_COLORS = {
+    "hf-ar": "#9e9e9e",
+    "hf-pld": "#6d6d6d",
+    "context": "#8ecae6",
+    "model": "#219ebc",
+    "corpus": "#90be6d",
+    "hd": "#d62828",
+}
+
+
+def plot_speedup(summary: dict[str, Any], path: str | os.PathLike[str], title: str = "") -> None:
+    """Grouped bars: speedup over ``ar`` per category (and overall) for each method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [m for m in summary["methods"] if m != REFERENCE]
+    groups = list(summary["categories"].items()) + [("overall", summary["overall"])]
+    n_groups, n_methods = len(groups), max(len(methods), 1)
+    width = 0.8 / n_methods
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.0 + 0.95 * n_groups), 5.2), dpi=120)
+    for j, m in enumerate(methods):
+        xs = [i + (j - (n_methods - 1) / 2) * width for i in range(n_groups)]
+        ys = [g[m]["speedup"] or 0.0 for _, g in groups]
+        bars = ax.bar(
+            xs, ys, width=width * 0.92, label=m, color=_COLORS.get(m, None),
+            edgecolor="black" if m == "hd" else "none", linewidth=0.6,
+        )
+        if m == "hd":
+            for b, y in zip(bars, ys):
+                ax.annotate(f"{y:.2f}", (b.get_x() + b.get_width() / 2, y), xytext=(0, 2),
+                            textcoords="offset points", ha="center", va="bottom", fontsize=7)
+    ax.axhline(1.0, color="black", linewidth=1.0, linestyle="--", label="ar = 1.0")
+    ax.axvspan(n_groups - 1.5, n_groups - 0.5, color="#f1f1f1", zorder=0)
+    ax.set_xticks(range(n_groups))
+    ax.set_xticklabels([name for name, _ in groups], rotation=30, ha="right")
+    ax.set_xlim(-0.6, n_groups - 0.4)
+    ax.set_ylabel("speedup over autoregressive (x)")
+    ax.set_title(title or "hierdraft bench", pad=26)
+    ax.legend(ncol=n_methods + 1, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+              frameon=False)
+    top = max([g[m]["speedup"] or 0.0 for _, g in groups for m in methods] + [1.0])
+    ax.set_ylim(0, top * 1.1)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(
+    out_dir: str | os.PathLike[str],
+    run: BenchRun,
+    *,
+    settings: dict[str, Any],
+    model: dict[str, Any],
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Write ``results.json``, ``report.md`` and ``speedup.png`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "settings": settings,
+        "model": model,
+        "machine": machine_info(threads),
+        "versions": versions(),
+        "summary": summarize(run),
+    }
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(out / "results.json")
+    (out / "report.md").write_text(render_markdown(result), encoding="utf-8")
+    plot_speedup(result["summary"], out / "speedup.png", title=(
+        f"hierdraft bench: speedup over ar, {model.get('name', '')}, "
+        f"{settings.get('prompts', '?')} prompts (higher is better)"
+    ))
+    return result
