@@ -70,10 +70,11 @@ class RefTrie:
             return out, ambiguous
         frontier: list[tuple[RefNode, int]] = [(c, 1) for c in self.root.children.values()]
         while len(out) < k and frontier:
-            best_key = max(n.key() for n, _ in frontier)
-            ties = [i for i, (n, _) in enumerate(frontier) if n.key() == best_key]
-            ambiguous |= len(ties) > 1
-            branch, depth = frontier.pop(ties[0])
+            # Branch order: count, then recency, then shallower, then the smaller path.
+            best_key = max((n.count, n.recency, -d) for n, d in frontier)
+            ties = [i for i, (n, d) in enumerate(frontier) if (n.count, n.recency, -d) == best_key]
+            pick = min(ties, key=lambda i: frontier[i][0].path())
+            branch, depth = frontier.pop(pick)
             cur = branch
             while depth < max_len and cur.children:
                 nxt = max(cur.children.values(), key=RefNode.key)

@@ -266,7 +266,14 @@ class TreeLogits:
 
 
 def _apply_head(model: Any, hidden: torch.Tensor) -> torch.Tensor:
-    logits = model.get_output_embeddings()(hidden)
+    head = model.get_output_embeddings()
+    if hidden.device.type == "cpu" and hidden.dim() == 2 and getattr(head, "bias", None) is None:
+        # (W @ h^T)^T: on CPU BLAS this streams the (vocab x hidden) weight once for any small
+        # number of rows, while `linear` (h @ W^T) falls to a path 3-4x slower from 2 rows on
+        # (Gemma 3 270M, 262k vocabulary: 3 rows 58 ms instead of 204 ms on 2 threads).
+        logits = (head.weight @ hidden.T).T
+    else:
+        logits = head(hidden)
     cap = getattr(_text_config(model), "final_logit_softcapping", None)
     if cap is not None:
         logits = torch.tanh(logits / cap) * cap
