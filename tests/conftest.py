@@ -1,7 +1,7 @@
 """Shared pytest fixtures: tiny randomly initialised causal LMs (no downloads) for the generate tests.
 
 If the Rust extension is not built yet, `import hierdraft` fails in its `__init__`; the pure-Python
-modules (hierdraft.generate, hierdraft.drafting, ...) are then exposed through a bare package so
+modules (hierdraft.decoding, hierdraft.drafting, ...) are then exposed through a bare package so
 their tests still run.
 """
 

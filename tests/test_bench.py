@@ -147,7 +147,7 @@ def _standin_generate(model, input_ids, drafter=None, max_new_tokens=16, tempera
 
 def _generate_fn():
     try:
-        from hierdraft.generate import generate
+        from hierdraft.decoding import generate
     except ImportError:
         return _standin_generate
     return generate

@@ -17,7 +17,7 @@ from conftest import SLIDING_WINDOW, TINY_VOCAB
 
 from hierdraft import cpu_matmul
 from hierdraft.drafting import PyDraftTree
-from hierdraft.generate import SpeculativeDecoder
+from hierdraft.decoding import SpeculativeDecoder
 from hierdraft.kv_cache import TreeKVCache
 from hierdraft.tree_attention import FULL, SLIDING, inspect_model
 

@@ -20,7 +20,7 @@ from _generate_helpers import (
 )
 from conftest import TINY_VOCAB, tiny_model
 
-from hierdraft.generate import generate
+from hierdraft.decoding import generate
 
 NEW = 40
 

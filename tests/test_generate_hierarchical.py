@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from _generate_helpers import PROMPTS, greedy_reference
 
-from hierdraft.generate import generate
+from hierdraft.decoding import generate
 
 core = pytest.importorskip("hierdraft._core")
 if not hasattr(core, "HierarchicalDrafter"):

@@ -18,7 +18,7 @@ from conftest import make_tiny_llama
 from scipy.stats import chisquare
 
 from hierdraft.drafting import PyDraftTree
-from hierdraft.generate import generate
+from hierdraft.decoding import generate
 from hierdraft.sampling import SamplingParams, verify_sampling
 from hierdraft.tree_attention import TreeLogits
 

@@ -7,7 +7,7 @@ import torch
 from _generate_helpers import PROMPTS, DeepWideDrafter, OracleDrafter, RandomDrafter, greedy_reference
 from conftest import TINY_VOCAB
 
-from hierdraft.generate import GenerationResult, generate, iter_generate
+from hierdraft.decoding import GenerationResult, generate, iter_generate
 
 NEW = 40
 

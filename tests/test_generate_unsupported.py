@@ -7,7 +7,7 @@ import torch
 from conftest import TINY_VOCAB, make_tiny_llama
 
 from hierdraft.drafting import PyDraftTree
-from hierdraft.generate import generate
+from hierdraft.decoding import generate
 from hierdraft.tree_attention import UnsupportedModelError
 
 

@@ -21,9 +21,9 @@ from hierdraft._core import __version__ as __version__
 # The verification loop needs torch; it is imported on first use so that the drafter alone
 # (e.g. embedded in another inference loop) and `hierdraft --help` stay light.
 _LAZY = {
-    "GenerationResult": "hierdraft.generate",
-    "generate": "hierdraft.generate",
-    "iter_generate": "hierdraft.generate",
+    "GenerationResult": "hierdraft.decoding",
+    "generate": "hierdraft.decoding",
+    "iter_generate": "hierdraft.decoding",
     "UnsupportedModelError": "hierdraft.tree_attention",
     "load_default": "hierdraft.models",
     "load_model": "hierdraft.models",

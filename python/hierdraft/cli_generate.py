@@ -54,7 +54,7 @@ class _TextStreamer:
 def run_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from hierdraft.generate import generate
+    from hierdraft.decoding import generate
     from hierdraft.models import load_model
     from hierdraft.stores import default_drafter
 

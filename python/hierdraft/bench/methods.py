@@ -143,7 +143,7 @@ class HierdraftMethod(_Base):
         self.name = name
         self.drafter = drafter
         if generate_fn is None:
-            from hierdraft.generate import generate
+            from hierdraft.decoding import generate
 
             generate_fn = generate
         self._generate: Callable[..., Any] = generate_fn

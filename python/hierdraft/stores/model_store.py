@@ -1,7 +1,7 @@
 """Building the model store (hierarchy level 2) from the target model's own generations.
 
 The target model decodes a prompt set greedily through hierdraft's own loop
-(:func:`hierdraft.generate.generate`; plain decoding by default, optionally with a drafter: the
+(:func:`hierdraft.decoding.generate`; plain decoding by default, optionally with a drafter: the
 output is the same either way). Every finished generation is appended to a checkpoint next to
 the output (``<out>.generations.jsonl``), so an interrupted build resumes where it stopped.
 The n-grams of the generations are then counted into a ``ModelStore`` and saved atomically.
@@ -112,7 +112,7 @@ def build_model_store(
     The remaining keyword arguments are the ModelStore's n-gram settings (core defaults when None).
     """
     from .. import _core
-    from ..generate import generate
+    from ..decoding import generate
     from ..models import tokenizer_fingerprint
 
     if out is None:
