@@ -284,6 +284,14 @@ class SpeculativeDecoder:
         )
 
 
+def _streamed_steps(decoder: SpeculativeDecoder, stream: StreamCallback | None) -> Iterator[list[int]]:
+    """The decoder's steps, each also passed to `stream` (as a fresh list) when one is given."""
+    for new in decoder.steps():
+        if stream is not None:
+            stream(list(new))
+        yield new
+
+
 def iter_generate(
     model: Any,
     input_ids: Any,
@@ -300,10 +308,7 @@ def iter_generate(
     decoder = SpeculativeDecoder(
         model, input_ids, drafter, max_new_tokens, temperature, top_k, top_p, eos_token_id, seed
     )
-    for new in decoder.steps():
-        if stream is not None:
-            stream(list(new))
-        yield new
+    yield from _streamed_steps(decoder, stream)
 
 
 def generate(
@@ -334,7 +339,6 @@ def generate(
     decoder = SpeculativeDecoder(
         model, input_ids, drafter, max_new_tokens, temperature, top_k, top_p, eos_token_id, seed
     )
-    for new in decoder.steps():
-        if stream is not None:
-            stream(list(new))
+    for _ in _streamed_steps(decoder, stream):
+        pass
     return decoder.result()
