@@ -11,6 +11,6 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --release -- -D warnings
 echo "==> cargo test"
-cargo test --release -p hierdraft-core
+cargo test --release -p hierdraft-core -p hierdraft-kernels
 echo "==> pytest"
 python -m pytest -q "$@"

@@ -31,6 +31,8 @@ __all__ = [
     "DraftTree",
     "StoreFormatError",
     "__version__",
+    "linear_rows",
+    "kernels_use_simd",
 ]
 
 class StoreFormatError(ValueError):
@@ -189,3 +191,11 @@ class HierarchicalDrafter:
     def model_store(self) -> ModelStore | None: ...
     @property
     def corpus_index(self) -> CorpusIndex | None: ...
+
+def linear_rows(
+    x: npt.NDArray[np.float32], weight: npt.NDArray[np.float32], out: npt.NDArray[np.float32]
+) -> None:
+    """Writes ``x @ weight.T`` into ``out`` ((rows, k) x (n, k) -> (rows, n), float32, C-contiguous)."""
+
+def kernels_use_simd() -> bool:
+    """True when ``linear_rows`` runs its AVX2/FMA kernel on this CPU."""

@@ -1,15 +1,22 @@
-"""A faster CPU path for the `nn.Linear` layers of a verification forward over a few rows.
+"""A faster CPU path for the `nn.Linear` layers (and the LM head) of a verification forward over a
+few rows.
 
 On CPU, `linear(x, W)` computes `x @ W^T`; for 2 to a few dozen rows the BLAS behind PyTorch's
-CPU build takes a path several times slower than for one row (Gemma 3 270M, 2 threads: the
-body of a 16-token forward 128 ms against 55 ms for one token, the 262k-row LM head 204 ms for
-3 rows against 52 ms for one). Computing `(W @ x^T)^T` instead streams each weight matrix once
-whatever the row count (16-token body 80 ms, 3-row head 58 ms). The products and sums are the
-same; only the accumulation order differs, exactly as it already does between a one-token and
-a many-token forward.
+CPU build takes a path several times slower than for one row (Gemma 3 270M, 2 threads: the body
+of a 16-token forward 128 ms against 55 ms for one token, the 262k-row LM head 204 ms for 3 rows
+against 52 ms for one). Two replacements, the first available one is used:
 
-`small_batch_linears(model, rows)` applies that form to every plain `nn.Linear` of the model
-for the duration of one forward with at most `MAX_ROWS` rows; layers that already carry an
+- hierdraft's own kernel (`hierdraft._core.linear_rows`, Rust, AVX2/FMA): streams each weight
+  row once, multiplies it with every input row while it is in L1 and prefetches ahead, so 17
+  rows of the LM head cost little more than one; each row's result is independent of the
+  others in the call;
+- otherwise `(W @ x^T)^T` in PyTorch, which streams each weight matrix once per call.
+
+Either way the products and sums are the same; only the accumulation order differs, exactly as
+it already does between a one-token and a many-token forward.
+
+`small_batch_linears(model, rows)` applies `few_rows_linear` to every plain `nn.Linear` of the
+model for the duration of one forward with 2..`MAX_ROWS` rows; layers that already carry an
 instance-level `forward` (e.g. accelerate hooks) are left alone.
 """
 
@@ -23,18 +30,44 @@ from typing import Any
 
 import torch
 
+try:
+    from ._core import kernels_use_simd, linear_rows
+except ImportError:  # extension not built (pure-Python tests): PyTorch's weight-major form
+    linear_rows = None
+    FAST_KERNEL = False
+else:
+    FAST_KERNEL = bool(kernels_use_simd())
+
 MAX_ROWS = 64
 
 _LINEARS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def weight_major_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """`layer(x)` computed as `(W @ x^T)^T` (+ bias)."""
+def _kernel_applies(weight: torch.Tensor, x: torch.Tensor) -> bool:
+    return (
+        FAST_KERNEL
+        and x.device.type == "cpu"
+        and weight.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and weight.is_contiguous()
+        and weight.dim() == 2
+    )
+
+
+def few_rows_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """`layer(x)`, computed by hierdraft's kernel (float32 on CPU) or as `(W @ x^T)^T`."""
+    weight = layer.weight
     flat = x.reshape(-1, x.shape[-1])
-    y = (layer.weight @ flat.T).T
+    if _kernel_applies(weight, flat):
+        flat = flat.contiguous()
+        y = torch.empty(flat.shape[0], weight.shape[0], dtype=torch.float32)
+        linear_rows(flat.detach().numpy(), weight.detach().numpy(), y.numpy())
+    else:
+        y = (weight @ flat.T).T
     if layer.bias is not None:
         y = y + layer.bias
-    return y.reshape(*x.shape[:-1], layer.weight.shape[0])
+    return y.reshape(*x.shape[:-1], weight.shape[0])
 
 
 def _plain_linears(model: Any) -> list[torch.nn.Linear]:
@@ -55,16 +88,20 @@ def _plain_linears(model: Any) -> list[torch.nn.Linear]:
 
 @contextlib.contextmanager
 def small_batch_linears(model: Any, rows: int) -> Iterator[None]:
-    """Within the block, the model's plain linear layers use `weight_major_linear` when the
-    forward has 2..MAX_ROWS rows; otherwise nothing changes."""
+    """Within the block, the model's plain linear layers use `few_rows_linear` when the forward
+    has 2..MAX_ROWS rows; otherwise nothing changes."""
     if not 2 <= rows <= MAX_ROWS:
         yield
         return
     layers = _plain_linears(model)
     for layer in layers:
-        layer.forward = types.MethodType(weight_major_linear, layer)  # type: ignore[method-assign]
+        layer.forward = types.MethodType(few_rows_linear, layer)  # type: ignore[method-assign]
+    threads = torch.get_num_threads()
+    if FAST_KERNEL:
+        torch.set_num_threads(1)
     try:
         yield
     finally:
+        torch.set_num_threads(threads)
         for layer in layers:
             vars(layer).pop("forward", None)

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 mod convert;
 mod drafting;
 mod errors;
+mod kernels;
 mod stores;
 
 #[pymodule]
@@ -19,6 +20,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<drafting::PyHierarchicalDrafter>()?;
     m.add_class::<drafting::PyDraftSession>()?;
     m.add_class::<drafting::PyDraftTree>()?;
+    m.add_function(wrap_pyfunction!(kernels::linear_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(kernels::kernels_use_simd, m)?)?;
     m.add(
         "StoreFormatError",
         m.py().get_type::<errors::StoreFormatError>(),

@@ -1,0 +1,12 @@
+//! hierdraft-kernels: CPU kernels for the target model's verification forward.
+//!
+//! A tree-verification step runs the model's linear layers (and its LM head, a 262k x 640 matrix
+//! for Gemma 3) over a handful of rows: the tokens of one draft tree. General-purpose BLAS
+//! kernels are tuned for large batches; with 2 to a few dozen rows they read the weights several
+//! times over, and the step costs 2-4x a one-token step. [`linear_rows`] streams each weight row
+//! once, multiplies it with every input row while it sits in L1, and prefetches ahead, so a
+//! 17-row product costs little more than a one-row one. Pure Rust, no Python.
+
+mod linear_rows;
+
+pub use linear_rows::{linear_rows, linear_rows_portable, simd_available, KernelError};

@@ -1,0 +1,57 @@
+//! Python entry points of hierdraft-kernels: `linear_rows(x, weight, out)` and
+//! `kernels_use_simd()`, over float32 numpy arrays (torch tensors pass through `.numpy()`
+//! without a copy). The GIL is released while the product runs.
+
+use numpy::prelude::*;
+use numpy::{PyReadonlyArray2, PyReadwriteArray2};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+fn contiguous<'a>(
+    slice: Result<&'a [f32], numpy::AsSliceError>,
+    what: &str,
+) -> PyResult<&'a [f32]> {
+    slice.map_err(|_| PyValueError::new_err(format!("{what} must be C-contiguous")))
+}
+
+/// Writes `x @ weight.T` into `out`: x is (rows, k), weight (n, k), out (rows, n), all float32
+/// and C-contiguous. The same product as `torch.nn.functional.linear(x, weight)`, fast for a few
+/// rows on CPU; each row's result does not depend on the other rows.
+#[pyfunction]
+pub fn linear_rows(
+    py: Python<'_>,
+    x: PyReadonlyArray2<'_, f32>,
+    weight: PyReadonlyArray2<'_, f32>,
+    mut out: PyReadwriteArray2<'_, f32>,
+) -> PyResult<()> {
+    let (xs, ws, os) = (x.shape(), weight.shape(), out.shape());
+    let (rows, k, n) = (xs[0], xs[1], ws[0]);
+    if ws[1] != k {
+        return Err(PyValueError::new_err(format!(
+            "x has {k} columns but weight has {}: they must match",
+            ws[1]
+        )));
+    }
+    if os != [rows, n] {
+        return Err(PyValueError::new_err(format!(
+            "out has shape ({}, {}); x @ weight.T has shape ({rows}, {n})",
+            os[0], os[1]
+        )));
+    }
+    if k == 0 {
+        return Err(PyValueError::new_err("x and weight have 0 columns"));
+    }
+    let x = contiguous(x.as_slice(), "x")?;
+    let w = contiguous(weight.as_slice(), "weight")?;
+    let out = out
+        .as_slice_mut()
+        .map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
+    py.detach(|| hierdraft_kernels::linear_rows(x, w, k, out))
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// True when `linear_rows` runs the AVX2/FMA kernel on this CPU (otherwise a slow portable loop).
+#[pyfunction]
+pub fn kernels_use_simd() -> bool {
+    hierdraft_kernels::simd_available()
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Cost of the target model's linear layers over a few rows on CPU: PyTorch vs hierdraft's kernel.
+
+For 1, 4, 9 and 17 rows (a verification forward over a draft tree of 0, 3, 8 and 16 nodes), times
+- the model body (all transformer layers) with PyTorch's own `linear`, and with the layers
+  switched to `cpu_matmul.few_rows_linear` as a tree step does;
+- the LM head alone, with `torch.nn.functional.linear` and with `few_rows_linear`.
+Prints medians in ms; compare the ratios within one run (the machine may be shared).
+
+Run: .venv/bin/python scripts/bench_linear_rows.py [--model PATH_OR_NAME] [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from hierdraft.cpu_matmul import FAST_KERNEL, few_rows_linear, small_batch_linears
+from hierdraft.models import load_model
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="model path or name (default: the embedded Gemma 3 270M)")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, _ = load_model(args.model)
+    base, head = model.base_model, model.get_output_embeddings()
+    hidden_size = head.weight.shape[1]
+    print(f"kernel available: {FAST_KERNEL}; threads: {args.threads}; head {tuple(head.weight.shape)}")
+    print(f"{'rows':>4} | {'body torch':>10} {'body kernel':>11} | {'head torch':>10} {'head kernel':>11}")
+    with torch.inference_mode():
+        for rows in (1, 4, 9, 17):
+            ids = torch.randint(100, 5000, (1, rows))
+            h = torch.randn(rows, hidden_size)
+
+            def body_kernel() -> None:
+                with small_batch_linears(model, rows):
+                    base(input_ids=ids, use_cache=False)
+
+            body_torch = median_ms(lambda: base(input_ids=ids, use_cache=False), args.repeats)
+            body_fast = median_ms(body_kernel, args.repeats)
+            head_torch = median_ms(lambda: torch.nn.functional.linear(h, head.weight), args.repeats)
+            head_fast = median_ms(lambda: few_rows_linear(head, h), args.repeats)
+            print(f"{rows:>4} | {body_torch:>10.1f} {body_fast:>11.1f} | {head_torch:>10.1f} {head_fast:>11.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
