@@ -328,3 +328,13 @@ def test_runner_helpers():
     assert first_difference([1, 2, 3], [1, 2, 3]) is None
     assert first_difference([1, 2, 3], [1, 5, 3]) == 1
     assert first_difference([1, 2], [1, 2, 3]) == 2
+
+
+def test_cli_parser_does_not_import_torch():
+    """`hierdraft --help` builds every sub-command's parser; torch must stay unloaded (seconds)."""
+    import subprocess
+
+    code = "import sys, hierdraft.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

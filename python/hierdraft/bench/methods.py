@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used, so `hierdraft --help` stays fast
+    import torch
 
 ALL_METHODS: tuple[str, ...] = ("ar", "hf-ar", "hf-pld", "context", "model", "corpus", "hd")
 LEVEL_METHODS: dict[str, tuple[str, ...]] = {
@@ -95,6 +96,8 @@ class ForwardCounter:
     """
 
     def __init__(self, model: torch.nn.Module):
+        import torch
+
         self.count = 0
         target = getattr(model, "base_model", None)
         if not isinstance(target, torch.nn.Module):
@@ -109,6 +112,8 @@ class ForwardCounter:
 
 
 def _input_tensor(prompt_ids: Sequence[int], model: torch.nn.Module) -> torch.Tensor:
+    import torch
+
     device = next(model.parameters()).device
     return torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
 
@@ -149,6 +154,8 @@ class HierdraftMethod(_Base):
         self._generate: Callable[..., Any] = generate_fn
 
     def run(self, prompt_ids: Sequence[int]) -> PromptRecord:
+        import torch
+
         s = self.settings
         input_ids = _input_tensor(prompt_ids, self.model)
         seed = self._seed()
@@ -210,6 +217,8 @@ class HfMethod(_Base):
             self.kwargs["max_matching_ngram_size"] = max_matching_ngram_size
 
     def run(self, prompt_ids: Sequence[int]) -> PromptRecord:
+        import torch
+
         input_ids = _input_tensor(prompt_ids, self.model)
         attention_mask = torch.ones_like(input_ids)
         seed = self._seed()
