@@ -61,18 +61,27 @@ def test_few_rows_linear_matches_torch_with_bias() -> None:
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_small_batch_linears_restores_layers_and_threads() -> None:
-    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 3))
-    threads = torch.get_num_threads()
-    x = torch.randn(4, 8)
-    with torch.inference_mode():
-        want = model(x)
-        with cpu_matmul.small_batch_linears(model, 4):
-            assert all("forward" in vars(m) for m in model)
-            got = model(x)
-    assert all("forward" not in vars(m) for m in model)
-    assert torch.get_num_threads() == threads
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_small_batch_linears_restores_layers_and_threads(dtype: torch.dtype) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 3)).to(dtype)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    x = torch.randn(4, 8, dtype=dtype)
+    try:
+        with torch.inference_mode():
+            want = model(x)
+            with cpu_matmul.small_batch_linears(model, 4):
+                assert all("forward" in vars(m) for m in model)
+                # torch runs single-threaded only while the kernel does the linear layers
+                kernel = cpu_matmul.FAST_KERNEL and dtype == torch.float32
+                assert torch.get_num_threads() == (1 if kernel else 2)
+                got = model(x)
+        assert all("forward" not in vars(m) for m in model)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
 
 
 def test_tree_logits_all_at_once_gives_the_rows_of_the_walk() -> None:

@@ -96,8 +96,11 @@ def small_batch_linears(model: Any, rows: int) -> Iterator[None]:
     layers = _plain_linears(model)
     for layer in layers:
         layer.forward = types.MethodType(few_rows_linear, layer)  # type: ignore[method-assign]
+    # With the kernel running the linear layers on its own threads, PyTorch's remaining ops of
+    # the forward (norms, attention, activations: small at this row count) run on one thread:
+    # two thread pools spinning on the same cores slow each other down many times over.
     threads = torch.get_num_threads()
-    if FAST_KERNEL:
+    if layers and _kernel_applies(layers[0].weight, layers[0].weight):
         torch.set_num_threads(1)
     try:
         yield
