@@ -29,6 +29,16 @@ pub struct Continuation {
 
 const NONE: u32 = u32::MAX;
 
+/// A candidate branch while extracting chains: a node, its depth, and copies of the ranking
+/// fields, so that scanning many candidates reads one small vector instead of scattered nodes.
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    count: u32,
+    recency: u64,
+    depth: usize,
+    id: u32,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Node {
     token: u32,
@@ -43,11 +53,20 @@ struct Node {
 ///
 /// Children are kept in a singly linked list in descending token order, so inserting chains in
 /// ascending order (as the suffix array yields them) finds the matching child at the head.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ChainTrie {
     nodes: Vec<Node>,
     root_first_child: u32,
     total: u64,
+    /// The nodes of the chain inserted last, root side first (a prefix shared with the next
+    /// chain is found without searching sibling lists).
+    last_path: Vec<u32>,
+}
+
+impl Default for ChainTrie {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ChainTrie {
@@ -62,6 +81,7 @@ impl ChainTrie {
             nodes: Vec::with_capacity(nodes),
             root_first_child: NONE,
             total: 0,
+            last_path: Vec::new(),
         }
     }
 
@@ -70,6 +90,7 @@ impl ChainTrie {
         self.nodes.clear();
         self.root_first_child = NONE;
         self.total = 0;
+        self.last_path.clear();
     }
 
     /// Number of nodes (distinct non-empty prefixes).
@@ -95,15 +116,33 @@ impl ChainTrie {
 
     /// Counts one observation of `chain` with `weight`: every prefix of the chain gains `weight`
     /// and remembers the largest `recency` it was seen with. The root total grows by `weight`.
+    ///
+    /// The prefix that `chain` shares with the chain inserted just before is reached without any
+    /// search, so chains given in sorted order (neighbours share long prefixes) insert quickly.
     pub fn insert(&mut self, chain: &[u32], weight: u32, recency: u64) {
         self.add_total(u64::from(weight));
-        let mut parent = NONE;
-        for &token in chain {
-            parent = self.child_or_insert(parent, token);
-            let node = &mut self.nodes[parent as usize];
-            node.count = node.count.saturating_add(weight);
-            node.recency = node.recency.max(recency);
+        let nodes = &self.nodes;
+        let shared = self
+            .last_path
+            .iter()
+            .zip(chain)
+            .take_while(|&(&id, &token)| nodes[id as usize].token == token)
+            .count();
+        self.last_path.truncate(shared);
+        for &id in &self.last_path {
+            Self::count(&mut self.nodes[id as usize], weight, recency);
         }
+        let mut parent = self.last_path.last().copied().unwrap_or(NONE);
+        for &token in &chain[shared..] {
+            parent = self.child_or_insert(parent, token);
+            Self::count(&mut self.nodes[parent as usize], weight, recency);
+            self.last_path.push(parent);
+        }
+    }
+
+    fn count(node: &mut Node, weight: u32, recency: u64) {
+        node.count = node.count.saturating_add(weight);
+        node.recency = node.recency.max(recency);
     }
 
     /// Adds `weight` to the single node reached by `token` under `parent` (`None` = root),
@@ -111,9 +150,7 @@ impl ChainTrie {
     /// root total is not changed.
     pub fn add_node(&mut self, parent: Option<u32>, token: u32, weight: u32, recency: u64) -> u32 {
         let id = self.child_or_insert(parent.unwrap_or(NONE), token);
-        let node = &mut self.nodes[id as usize];
-        node.count = node.count.saturating_add(weight);
-        node.recency = node.recency.max(recency);
+        Self::count(&mut self.nodes[id as usize], weight, recency);
         id
     }
 
@@ -161,22 +198,38 @@ impl ChainTrie {
         id
     }
 
-    /// Compares two candidate nodes, given with their depths; `Greater` means `a` ranks first.
-    /// Order: higher count, then more recent, then shallower, then lexicographically smaller path
-    /// from the root (for siblings: the smaller token). This is a total order on distinct nodes.
-    fn better(&self, (a, da): (u32, usize), (b, db): (u32, usize)) -> Ordering {
-        let (x, y) = (&self.nodes[a as usize], &self.nodes[b as usize]);
-        x.count
-            .cmp(&y.count)
-            .then(x.recency.cmp(&y.recency))
-            .then(db.cmp(&da))
-            .then_with(|| {
-                if x.parent == y.parent {
-                    y.token.cmp(&x.token)
-                } else {
-                    self.path(b).cmp(&self.path(a))
-                }
-            })
+    fn candidate(&self, id: u32, depth: usize) -> Candidate {
+        let node = &self.nodes[id as usize];
+        Candidate {
+            count: node.count,
+            recency: node.recency,
+            depth,
+            id,
+        }
+    }
+
+    /// Compares two candidate nodes; `Greater` means `a` ranks first. Order: higher count, then
+    /// more recent, then shallower, then lexicographically smaller path from the root (for
+    /// siblings: the smaller token). This is a total order on distinct nodes.
+    fn better(&self, a: &Candidate, b: &Candidate) -> Ordering {
+        a.count
+            .cmp(&b.count)
+            .then(a.recency.cmp(&b.recency))
+            .then(b.depth.cmp(&a.depth))
+            .then_with(|| self.cmp_paths(b.id, a.id))
+    }
+
+    /// Lexicographic order of the root paths of two nodes of the same depth, without building
+    /// them: the paths first differ just below the deepest common ancestor, so walk both up in
+    /// step and keep the last token comparison made before they meet.
+    fn cmp_paths(&self, mut a: u32, mut b: u32) -> Ordering {
+        let mut order = Ordering::Equal;
+        while a != b && a != NONE && b != NONE {
+            let (x, y) = (&self.nodes[a as usize], &self.nodes[b as usize]);
+            order = x.token.cmp(&y.token);
+            (a, b) = (x.parent, y.parent);
+        }
+        order
     }
 
     /// Tokens from the root down to `id`.
@@ -218,32 +271,32 @@ impl ChainTrie {
         if k == 0 || max_len == 0 {
             return out;
         }
-        // Candidate branches: (node id, depth of that node).
-        let mut frontier: Vec<(u32, usize)> = self.children(NONE).map(|c| (c, 1)).collect();
+        let mut frontier: Vec<Candidate> =
+            self.children(NONE).map(|c| self.candidate(c, 1)).collect();
         while out.len() < k && !frontier.is_empty() {
             let mut best = 0;
             for i in 1..frontier.len() {
-                if self.better(frontier[i], frontier[best]) == Ordering::Greater {
+                if self.better(&frontier[i], &frontier[best]) == Ordering::Greater {
                     best = i;
                 }
             }
-            let (branch, mut depth) = frontier.swap_remove(best);
+            let Candidate {
+                id: branch,
+                mut depth,
+                ..
+            } = frontier.swap_remove(best);
             let mut cur = branch;
             while depth < max_len {
-                let child_depth = depth + 1;
-                let Some(next) = self
-                    .children(cur)
-                    .max_by(|&a, &b| self.better((a, child_depth), (b, child_depth)))
+                depth += 1;
+                let first = frontier.len();
+                frontier.extend(self.children(cur).map(|c| self.candidate(c, depth)));
+                // The best child continues the chain; its siblings stay candidates.
+                let Some(next) = (first..frontier.len())
+                    .max_by(|&a, &b| self.better(&frontier[a], &frontier[b]))
                 else {
                     break;
                 };
-                frontier.extend(
-                    self.children(cur)
-                        .filter(|&c| c != next)
-                        .map(|c| (c, depth + 1)),
-                );
-                cur = next;
-                depth += 1;
+                cur = frontier.swap_remove(next).id;
             }
             out.push((cur, branch));
         }

@@ -7,13 +7,19 @@
 //! `4 * (tokens - documents)` of suffix array.
 //!
 //! A lookup finds the longest suffix of the context (at most [`MAX_CONTEXT_MATCH`] tokens) that
-//! occurs in the corpus followed by at least one token of the same document, by a 4-way search on
-//! the match length (a length that occurs implies every shorter one does) whose binary searches
-//! run in lockstep. The occurrences of that
-//! suffix form one range of the suffix array, sorted by what follows; up to `max_occurrences`
-//! evenly spaced ones are read (a stratified sample, so frequent continuations keep their share),
-//! their continuations up to `max_len` tokens, stopping at the document end, are counted in a
-//! [`ChainTrie`] and ranked.
+//! occurs in the corpus followed by at least one token of the same document, by a search on the
+//! match length (a length that occurs implies every shorter one does) that probes 4 lengths per
+//! round with one binary search each, the searches of a round running in lockstep. The
+//! occurrences of that suffix form one range of the suffix array, sorted by what follows; up to
+//! `max_occurrences` evenly spaced ones are read (a stratified sample, so frequent continuations
+//! keep their share), their continuations up to `max_len` tokens, stopping at the document end,
+//! are counted in a [`ChainTrie`] and ranked.
+//!
+//! Latency: the index is far larger than the caches, so a lookup is dominated by random reads
+//! (two dependent ones per binary-search step, two per occurrence read). The code is arranged so
+//! that these reads overlap instead of waiting for each other: the searches of a round advance
+//! together and read one step ahead, and the occurrences are read in tight passes before any
+//! counting. The occurrence cap bounds the tail: reading and ranking cost grows with it.
 
 use std::cmp::Ordering;
 use std::path::Path;
@@ -189,7 +195,6 @@ impl CorpusIndex {
     pub fn longest_match(&self, context: &[u32]) -> Option<(usize, std::ops::Range<usize>)> {
         self.view().longest_match(context)
     }
-
     fn view(&self) -> View<'_> {
         View {
             text: &self.text,
@@ -207,24 +212,14 @@ impl CorpusIndex {
         let Some((m, range)) = view.longest_match(context) else {
             return Vec::new();
         };
-        let count = range.len();
-        let samples = count.min(self.max_occurrences);
+        let samples = range.len().min(self.max_occurrences);
+        let starts = view.sample_starts(range, m, samples);
+        view.prefetch_windows(&starts, max_len);
+        // The chains arrive in ascending order, so neighbours share prefixes (the trie's fast
+        // path).
         let mut trie = ChainTrie::with_capacity(samples * max_len.min(8));
-        for i in 0..samples {
-            // Evenly spaced over the range, which is sorted by continuation, so the chains come
-            // in ascending order (the trie's fast path).
-            let idx = range.start + i * count / samples;
-            let Some(&pos) = view.sa.get(idx) else {
-                continue;
-            };
-            let start = pos as usize + m;
-            let end = start.saturating_add(max_len).min(view.text.len());
-            let window = view.text.get(start..end).unwrap_or(&[]);
-            let len = window
-                .iter()
-                .position(|&t| t == SEPARATOR)
-                .unwrap_or(window.len());
-            trie.insert(&window[..len], 1, 0);
+        for &start in &starts {
+            trie.insert(view.window(start, max_len), 1, 0);
         }
         trie.top_chains(k, max_len)
     }
@@ -299,6 +294,22 @@ struct View<'a> {
     sa: &'a [u32],
 }
 
+/// One binary search of [`View::lower_bounds`]: the first suffix-array index in `start..` whose
+/// suffix is not smaller than `pattern` (followed by the separator when `sep`).
+#[derive(Clone, Copy, Default)]
+struct Search<'p> {
+    pattern: &'p [u32],
+    sep: bool,
+    start: usize,
+}
+
+/// Lengths probed per round by [`View::longest_match`]: with at most [`MAX_CONTEXT_MATCH`]
+/// lengths, two rounds always suffice. More searches at once stop paying off: they compete for
+/// the same memory bandwidth.
+const PROBES: usize = 4;
+/// Most searches [`View::lower_bounds`] runs at once.
+const MAX_SEARCHES: usize = PROBES;
+
 impl View<'_> {
     /// Compares the suffix at `pos` with `pattern` (followed by the separator when `sep`); a
     /// suffix that runs out is smaller.
@@ -316,86 +327,161 @@ impl View<'_> {
         }
     }
 
-    /// For each `(pattern, sep)`, the first suffix-array index whose suffix is not smaller than
-    /// `pattern` (+ separator when `sep`). The binary searches run in lockstep so that their
-    /// independent memory accesses overlap instead of waiting for each other.
-    fn lower_bounds(&self, patterns: &[(&[u32], bool)], out: &mut [usize]) {
-        const MAX: usize = 8;
-        let count = patterns.len().min(MAX).min(out.len());
-        let mut lo = [0usize; MAX];
-        let mut len = [self.sa.len(); MAX];
-        let mut pos = [0u32; MAX];
-        loop {
-            let mut active = false;
+    /// The suffix-array entry at `idx` (0 past the end: a harmless position to read ahead).
+    #[inline]
+    fn entry(&self, idx: usize) -> u32 {
+        self.sa.get(idx).copied().unwrap_or(0)
+    }
+
+    /// Runs the binary searches in lockstep and writes each result to `out`.
+    ///
+    /// Every step is two dependent random reads (a suffix-array entry, then the text it points
+    /// to), so the searches are latency-bound. Two things shorten the wait: all reads of a step
+    /// are issued before any comparison branches on them, so they overlap across searches; and
+    /// each search reads the suffix-array entries of both possible next midpoints together with
+    /// the text of the current one, so a step waits for one read instead of two in a row.
+    fn lower_bounds(&self, searches: &[Search<'_>], out: &mut [usize]) {
+        debug_assert!(searches.len() <= MAX_SEARCHES && searches.len() <= out.len());
+        let count = searches.len().min(MAX_SEARCHES).min(out.len());
+        let n = self.sa.len();
+        let mut lo = [0usize; MAX_SEARCHES];
+        let mut len = [0usize; MAX_SEARCHES];
+        let mut pos = [0u32; MAX_SEARCHES];
+        for (i, search) in searches[..count].iter().enumerate() {
+            lo[i] = search.start.min(n);
+            len[i] = n - lo[i];
+            pos[i] = self.entry(lo[i] + len[i] / 2);
+        }
+        let mut first = [0u32; MAX_SEARCHES];
+        let mut next = [(0u32, 0u32); MAX_SEARCHES];
+        let mut active = count > 0;
+        while active {
             for i in 0..count {
-                if len[i] > 0 {
-                    pos[i] = self.sa.get(lo[i] + len[i] / 2).copied().unwrap_or(0);
-                    active = true;
-                }
+                let half = len[i] / 2;
+                let right = len[i].saturating_sub(half + 1);
+                first[i] = self.text.get(pos[i] as usize).copied().unwrap_or(SEPARATOR);
+                next[i] = (
+                    self.entry(lo[i] + half / 2),
+                    self.entry(lo[i] + half + 1 + right / 2),
+                );
             }
-            if !active {
-                break;
-            }
+            active = false;
             for i in 0..count {
-                if len[i] > 0 {
-                    let half = len[i] / 2;
-                    let (pattern, sep) = patterns[i];
-                    if self.cmp_at(pos[i], pattern, sep) == Ordering::Less {
-                        lo[i] += half + 1;
-                        len[i] -= half + 1;
-                    } else {
-                        len[i] = half;
-                    }
+                if len[i] == 0 {
+                    continue;
                 }
+                let half = len[i] / 2;
+                let Search { pattern, sep, .. } = searches[i];
+                let order = match pattern.first() {
+                    Some(&t) if t != first[i] => first[i].cmp(&t),
+                    _ => self.cmp_at(pos[i], pattern, sep),
+                };
+                if order == Ordering::Less {
+                    (lo[i], len[i], pos[i]) = (lo[i] + half + 1, len[i] - half - 1, next[i].1);
+                } else {
+                    (len[i], pos[i]) = (half, next[i].0);
+                }
+                active |= len[i] > 0;
             }
         }
         out[..count].copy_from_slice(&lo[..count]);
+    }
+
+    /// True when the suffix at suffix-array index `idx` starts with `pattern` followed by a token.
+    fn occurs_at(&self, idx: usize, pattern: &[u32]) -> bool {
+        let Some(&pos) = self.sa.get(idx) else {
+            return false;
+        };
+        let (start, end) = (pos as usize, pos as usize + pattern.len());
+        self.text.get(start..end) == Some(pattern)
+            && self.text.get(end).is_some_and(|&t| t != SEPARATOR)
     }
 
     /// The longest suffix of `context` (after its last separator, at most
     /// [`MAX_CONTEXT_MATCH`] tokens) that occurs followed by a token, with its suffix-array range.
     ///
     /// Existence is monotone in the length (a suffix that occurs implies every shorter one does),
-    /// so the length is found by a 4-way search: each round probes up to 3 lengths at once. The
-    /// occurrences of the suffix `P_m` are the range between the bounds of `P_m` and of
-    /// `P_m + separator` (occurrences followed by the separator sort last), so each probe is two
-    /// binary searches, and all searches of a round run in lockstep.
+    /// so the length is found by a search that probes [`PROBES`] lengths per round. A probe is a
+    /// single binary search: the suffixes starting with `P_m` form one range of the suffix array
+    /// in which those followed by the separator come last, so `P_m` occurs followed by a token
+    /// exactly when the first suffix not smaller than `P_m` starts with `P_m` and is not followed
+    /// by the separator. The end of the range found is one more search, for `P_m + separator`,
+    /// started at its first occurrence.
     fn longest_match(&self, context: &[u32]) -> Option<(usize, std::ops::Range<usize>)> {
-        const PROBES: usize = 3;
         let after_sep = context
             .iter()
             .rposition(|&t| t == SEPARATOR)
             .map_or(0, |i| i + 1);
         let ctx = &context[after_sep..];
-        let (mut found, mut found_range, mut hi) = (0, 0..0, ctx.len().min(MAX_CONTEXT_MATCH) + 1);
-        let mut patterns: [(&[u32], bool); 2 * PROBES] = [(&[], false); 2 * PROBES];
-        let mut bounds = [0usize; 2 * PROBES];
+        let suffix = |m: usize| &ctx[ctx.len() - m..];
+        let (mut found, mut first, mut hi) = (0, 0, ctx.len().min(MAX_CONTEXT_MATCH) + 1);
+        let mut searches = [Search::default(); PROBES];
+        let mut bounds = [0usize; PROBES];
         while hi - found > 1 {
             let gap = hi - found;
-            let mut probes = [0usize; PROBES];
+            let mut lengths = [0usize; PROBES];
             let mut n = 0;
             for j in 1..=PROBES {
                 let m = found + (gap * j).div_ceil(PROBES + 1);
-                if m > found && m < hi && (n == 0 || probes[n - 1] != m) {
-                    probes[n] = m;
+                if m > found && m < hi && (n == 0 || lengths[n - 1] != m) {
+                    lengths[n] = m;
                     n += 1;
                 }
             }
-            for (i, &m) in probes[..n].iter().enumerate() {
-                let p = &ctx[ctx.len() - m..];
-                patterns[2 * i] = (p, false);
-                patterns[2 * i + 1] = (p, true);
+            for (search, &m) in searches.iter_mut().zip(&lengths[..n]) {
+                search.pattern = suffix(m);
             }
-            self.lower_bounds(&patterns[..2 * n], &mut bounds);
-            for (i, &m) in probes[..n].iter().enumerate() {
-                let range = bounds[2 * i]..bounds[2 * i + 1];
-                if range.is_empty() {
+            self.lower_bounds(&searches[..n], &mut bounds);
+            for (&m, &bound) in lengths[..n].iter().zip(&bounds) {
+                if !self.occurs_at(bound, suffix(m)) {
                     hi = m;
                     break;
                 }
-                (found, found_range) = (m, range);
+                (found, first) = (m, bound);
             }
         }
-        (found > 0).then_some((found, found_range))
+        if found == 0 {
+            return None;
+        }
+        let end = Search {
+            pattern: suffix(found),
+            sep: true,
+            start: first,
+        };
+        self.lower_bounds(&[end], &mut bounds);
+        Some((found, first..bounds[0]))
+    }
+
+    /// The text positions right after `m` tokens of `samples` occurrences evenly spaced over the
+    /// suffix-array `range`: a stratified sample, since the range is sorted by what follows.
+    fn sample_starts(&self, range: std::ops::Range<usize>, m: usize, samples: usize) -> Vec<usize> {
+        let count = range.len();
+        (0..samples)
+            .map(|i| self.entry(range.start + i * count / samples) as usize + m)
+            .collect()
+    }
+
+    /// Reads the first and last token of every continuation window (`max_len` tokens from each
+    /// of `starts`) in one tight loop, so that these random reads overlap instead of waiting for
+    /// each other; the windows are then in cache when the trie is built.
+    fn prefetch_windows(&self, starts: &[usize], max_len: usize) {
+        let at = |i: usize| self.text.get(i).copied().unwrap_or(0);
+        let mut touched = 0u32;
+        for &start in starts {
+            touched ^= at(start) ^ at(start.saturating_add(max_len.saturating_sub(1)));
+        }
+        // Keeps the loads, whose only purpose is to bring the lines into the cache.
+        std::hint::black_box(touched);
+    }
+
+    /// The continuation at `start`: at most `max_len` tokens, stopping at the document end.
+    fn window(&self, start: usize, max_len: usize) -> &[u32] {
+        let end = start.saturating_add(max_len).min(self.text.len());
+        let window = self.text.get(start..end).unwrap_or(&[]);
+        let len = window
+            .iter()
+            .position(|&t| t == SEPARATOR)
+            .unwrap_or(window.len());
+        &window[..len]
     }
 }

@@ -83,6 +83,29 @@ proptest! {
     }
 
     #[test]
+    fn longest_match_counts_every_occurrence(docs in docs_strategy(3),
+                                             context in proptest::collection::vec(0u32..4, 0..24)) {
+        prop_assume!(docs.iter().any(|d| !d.is_empty()));
+        // Token 3 stands for the separator, which cuts the context.
+        let context: Vec<u32> = context
+            .into_iter()
+            .map(|t| if t == 3 { SEPARATOR } else { t })
+            .collect();
+        let index = CorpusIndex::from_documents(docs.clone(), None).unwrap();
+        let text = layout(&docs);
+        let ctx = &context[context.iter().rposition(|&t| t == SEPARATOR).map_or(0, |i| i + 1)..];
+        let expected = (1..=ctx.len().min(MAX_CONTEXT_MATCH)).rev().find_map(|m| {
+            let pattern = &ctx[ctx.len() - m..];
+            let count = (0..text.len().saturating_sub(m))
+                .filter(|&p| &text[p..p + m] == pattern && text[p + m] != SEPARATOR)
+                .count();
+            (count > 0).then_some((m, count))
+        });
+        let got = index.longest_match(&context).map(|(m, range)| (m, range.len()));
+        prop_assert_eq!(got, expected);
+    }
+
+    #[test]
     fn matches_reference_repetitive(unit in proptest::collection::vec(0u32..1000, 1..6),
                                     reps in proptest::collection::vec(1usize..30, 1..4),
                                     ctx_reps in 1usize..6, k in 1usize..9, max_len in 1usize..12) {

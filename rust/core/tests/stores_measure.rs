@@ -1,5 +1,5 @@
-//! Throughput and latency measurements of the stores on realistic synthetic data. Ignored by
-//! default (numbers, not pass/fail: timing belongs to benchmarks); run with
+//! Throughput, latency and draft-quality measurements of the stores on realistic synthetic data.
+//! Ignored by default (numbers, not pass/fail: timing belongs to benchmarks); run with
 //! `cargo test -p hierdraft-core --release --test stores_measure -- --ignored --nocapture`.
 //! `HIERDRAFT_MEASURE_TOKENS` sets the corpus size (default 20M).
 
@@ -197,4 +197,76 @@ fn measure_stores() {
         .collect();
     println!("model lookup (with overlay): {}", percentiles(times));
     assert!(sink > 0);
+}
+
+/// Draft quality of the corpus level against its cap on occurrences read per lookup, on
+/// documents held out of the index: at random points of each, the tokens that really follow are
+/// compared with the continuations the lookup proposes.
+#[test]
+#[ignore]
+fn measure_corpus_occurrence_cap() {
+    let tokens: usize = std::env::var("HIERDRAFT_MEASURE_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000_000);
+    let mut docs = realistic_corpus(42, tokens, 262_144);
+    let held_out = docs.split_off(docs.len() - docs.len() / 20);
+    let index = CorpusIndex::from_documents(docs, Some(262_144)).unwrap();
+    let mut rng = Rng(5);
+    let points: Vec<(&[u32], &[u32])> = (0..20_000)
+        .filter_map(|_| {
+            let d = &held_out[rng.below(held_out.len() as u64) as usize];
+            let p = 1 + rng.below(d.len().saturating_sub(9).max(1) as u64) as usize;
+            (p + 8 <= d.len()).then(|| (&d[p.saturating_sub(32)..p], &d[p..p + 8]))
+        })
+        .collect();
+    println!(
+        "{} held-out documents, {} points; k = 8 chains of <= 8 tokens",
+        held_out.len(),
+        points.len()
+    );
+    println!(concat!(
+        "cap   next token in chains  in chain 1  ",
+        "accepted (tree)  accepted (chain 1)  same as cap 256"
+    ));
+    let with_cap = |cap: usize| {
+        let mut idx = index.clone();
+        idx.set_max_occurrences(cap);
+        idx
+    };
+    let reference = with_cap(256);
+    let baseline: Vec<_> = points
+        .iter()
+        .map(|(c, _)| reference.lookup(c, 8, 8))
+        .collect();
+    for cap in [256, 128, 96, 64, 32, 16] {
+        let idx = with_cap(cap);
+        let (mut any, mut top, mut accepted, mut best, mut same) = (0, 0, 0, 0, 0);
+        for ((ctx, truth), base) in points.iter().zip(&baseline) {
+            let found = idx.lookup(ctx, 8, 8);
+            // Tokens a verifier would accept from each chain: the prefix agreeing with the truth.
+            let agree = |c: &hierdraft_core::Continuation| {
+                c.tokens
+                    .iter()
+                    .zip(*truth)
+                    .take_while(|(a, b)| a == b)
+                    .count()
+            };
+            let lengths: Vec<usize> = found.iter().map(agree).collect();
+            any += usize::from(lengths.iter().any(|&l| l > 0));
+            top += usize::from(lengths.first().is_some_and(|&l| l > 0));
+            accepted += lengths.iter().copied().max().unwrap_or(0);
+            best += lengths.first().copied().unwrap_or(0);
+            same += usize::from(found == *base);
+        }
+        let n = points.len() as f64;
+        println!(
+            "{cap:<5} {:>20.4} {:>11.4} {:>16.4} {:>19.4} {:>16.4}",
+            any as f64 / n,
+            top as f64 / n,
+            accepted as f64 / n,
+            best as f64 / n,
+            same as f64 / n
+        );
+    }
 }

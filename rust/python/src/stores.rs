@@ -3,10 +3,12 @@
 //! Translation only: inputs are validated and copied into Rust values, the GIL is released around
 //! every lookup / build / load / save, and core errors become Python exceptions.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use hierdraft_core::{ContextStore, CorpusIndex, ModelStore, ModelStoreBuilder, ModelStoreConfig};
+use hierdraft_core::{
+    ContextStore, Continuation, CorpusIndex, ModelStore, ModelStoreBuilder, ModelStoreConfig,
+};
 use numpy::PyArray1;
 use pyo3::prelude::*;
 
@@ -90,6 +92,84 @@ impl PyContextStore {
             s.len()
         ))
     }
+}
+
+/// What the Python classes of the two shared stores (`ModelStore`, `CorpusIndex`) do the same
+/// way: look up a context, save to a file, load from one. The core types have these methods with
+/// the same signatures; the trait lets one generic function per Python method serve both.
+trait SharedStore: Sized + Send + Sync {
+    fn vocab_size(&self) -> Option<u32>;
+    fn lookup(&self, context: &[u32], k: usize, max_len: usize) -> Vec<Continuation>;
+    fn save(&self, path: &Path) -> hierdraft_core::Result<()>;
+    fn load(path: &Path) -> hierdraft_core::Result<Self>;
+    fn load_expecting_vocab(path: &Path, vocab_size: u32) -> hierdraft_core::Result<Self>;
+}
+
+/// Implements [`SharedStore`] by forwarding to the core type's own (inherent) methods.
+macro_rules! shared_store {
+    ($($store:ty),*) => {$(
+        impl SharedStore for $store {
+            fn vocab_size(&self) -> Option<u32> {
+                <$store>::vocab_size(self)
+            }
+
+            fn lookup(&self, context: &[u32], k: usize, max_len: usize) -> Vec<Continuation> {
+                <$store>::lookup(self, context, k, max_len)
+            }
+
+            fn save(&self, path: &Path) -> hierdraft_core::Result<()> {
+                <$store>::save(self, path)
+            }
+
+            fn load(path: &Path) -> hierdraft_core::Result<Self> {
+                <$store>::load(path)
+            }
+
+            fn load_expecting_vocab(path: &Path, vocab_size: u32) -> hierdraft_core::Result<Self> {
+                <$store>::load_expecting_vocab(path, vocab_size)
+            }
+        }
+    )*};
+}
+
+shared_store!(ModelStore, CorpusIndex);
+
+/// `lookup(context, k, max_len)` of a shared store: validates the arguments (context tokens,
+/// their vocabulary, then `k` and `max_len`) and looks up without the GIL.
+fn lookup<'py, S: SharedStore>(
+    store: &S,
+    py: Python<'py>,
+    context: &Bound<'py, PyAny>,
+    k: i64,
+    max_len: i64,
+) -> PyResult<Vec<(Bound<'py, PyArray1<u32>>, f32)>> {
+    let context = convert::tokens(context, "context")?;
+    convert::check_vocab(&context, store.vocab_size(), "context")?;
+    let (k, max_len) = (convert::count("k", k)?, convert::count("max_len", max_len)?);
+    let found = py.detach(|| store.lookup(&context, k, max_len));
+    Ok(convert::continuations(py, found))
+}
+
+/// `save(path)` of a shared store, without the GIL.
+fn save<S: SharedStore>(store: &S, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    py.detach(|| store.save(&path)).map_err(to_py)
+}
+
+/// `load(path, expected_vocab_size)` of a shared store, without the GIL; with
+/// `expected_vocab_size`, a file built for another vocabulary is rejected.
+fn load<S: SharedStore>(
+    py: Python<'_>,
+    path: PathBuf,
+    expected_vocab_size: Option<i64>,
+) -> PyResult<Arc<S>> {
+    let expected = convert::vocab_size(expected_vocab_size)?;
+    let store = py
+        .detach(|| match expected {
+            Some(v) => S::load_expecting_vocab(&path, v),
+            None => S::load(&path),
+        })
+        .map_err(to_py)?;
+    Ok(Arc::new(store))
 }
 
 /// n-gram -> continuation statistics of the target model's own outputs (hierarchy level 2).
@@ -192,16 +272,12 @@ impl PyModelStore {
         k: i64,
         max_len: i64,
     ) -> PyResult<Vec<(Bound<'py, PyArray1<u32>>, f32)>> {
-        let context = convert::tokens(context, "context")?;
-        convert::check_vocab(&context, self.inner.config().vocab_size, "context")?;
-        let (k, max_len) = (convert::count("k", k)?, convert::count("max_len", max_len)?);
-        let found = py.detach(|| self.inner.lookup(&context, k, max_len));
-        Ok(convert::continuations(py, found))
+        lookup(&*self.inner, py, context, k, max_len)
     }
 
     /// Writes the store to `path` atomically (temporary file + rename).
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        py.detach(|| self.inner.save(&path)).map_err(to_py)
+        save(&*self.inner, py, path)
     }
 
     /// Loads a store saved by `save()`; with `expected_vocab_size`, a store built for another
@@ -209,15 +285,8 @@ impl PyModelStore {
     #[staticmethod]
     #[pyo3(signature = (path, expected_vocab_size = None))]
     fn load(py: Python<'_>, path: PathBuf, expected_vocab_size: Option<i64>) -> PyResult<Self> {
-        let expected = convert::vocab_size(expected_vocab_size)?;
-        let store = py
-            .detach(|| match expected {
-                Some(v) => ModelStore::load_expecting_vocab(&path, v),
-                None => ModelStore::load(&path),
-            })
-            .map_err(to_py)?;
         Ok(Self {
-            inner: Arc::new(store),
+            inner: load(py, path, expected_vocab_size)?,
         })
     }
 
@@ -312,16 +381,12 @@ impl PyCorpusIndex {
         k: i64,
         max_len: i64,
     ) -> PyResult<Vec<(Bound<'py, PyArray1<u32>>, f32)>> {
-        let context = convert::tokens(context, "context")?;
-        convert::check_vocab(&context, self.inner.vocab_size(), "context")?;
-        let (k, max_len) = (convert::count("k", k)?, convert::count("max_len", max_len)?);
-        let found = py.detach(|| self.inner.lookup(&context, k, max_len));
-        Ok(convert::continuations(py, found))
+        lookup(&*self.inner, py, context, k, max_len)
     }
 
     /// Writes the index to `path` atomically (temporary file + rename).
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        py.detach(|| self.inner.save(&path)).map_err(to_py)
+        save(&*self.inner, py, path)
     }
 
     /// Memory-maps an index saved by `save()`; with `expected_vocab_size`, an index built for
@@ -329,15 +394,8 @@ impl PyCorpusIndex {
     #[staticmethod]
     #[pyo3(signature = (path, expected_vocab_size = None))]
     fn load(py: Python<'_>, path: PathBuf, expected_vocab_size: Option<i64>) -> PyResult<Self> {
-        let expected = convert::vocab_size(expected_vocab_size)?;
-        let index = py
-            .detach(|| match expected {
-                Some(v) => CorpusIndex::load_expecting_vocab(&path, v),
-                None => CorpusIndex::load(&path),
-            })
-            .map_err(to_py)?;
         Ok(Self {
-            inner: Arc::new(index),
+            inner: load(py, path, expected_vocab_size)?,
         })
     }
 
