@@ -10,6 +10,7 @@ probability 1e-3; a wrong one, e.g. accepting drafts greedily, gives p-values fa
 from __future__ import annotations
 
 import itertools
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import torch
 from conftest import make_tiny_llama
 from scipy.stats import chisquare
 
+from hierdraft.adaptive import AdaptiveDrafter
 from hierdraft.drafting import PyDraftTree
 from hierdraft.decoding import generate
 from hierdraft.sampling import SamplingParams, verify_sampling
@@ -180,7 +182,12 @@ class _TableDrafter:
 
 @pytest.mark.parametrize(
     "temperature,top_k,top_p,use_drafter,n",
-    [(1.0, None, None, True, 2000), (0.8, 5, 0.9, True, 2000), (1.0, None, None, False, 600)],
+    [
+        (1.0, None, None, True, 2000),
+        (0.8, 5, 0.9, True, 2000),
+        (1.0, None, None, False, 600),
+        (1.0, None, None, "adaptive", 1500),
+    ],
 )
 def test_sampling_distribution_matches_plain_sampling(peaky_llama, temperature, top_k, top_p, use_drafter, n):
     params = SamplingParams(temperature, top_k, top_p)
@@ -190,8 +197,13 @@ def test_sampling_distribution_matches_plain_sampling(peaky_llama, temperature, 
     pair = np.zeros((V, V))
     accepted = 0
     steps = 0
+    # "adaptive": one AdaptiveDrafter over all runs, so its trimming learns and varies the trees
+    shim = SimpleNamespace(start=lambda prompt: shim.current.start(prompt))
+    adaptive = AdaptiveDrafter(shim, explore_every=5)
     for i in range(n):
         drafter = _TableDrafter(tables, seed=i) if use_drafter else None
+        if use_drafter == "adaptive":
+            shim.current, drafter = drafter, adaptive
         res = generate(peaky_llama, PROMPT, drafter, NEW, temperature, top_k, top_p, seed=10_000 + i)
         assert len(res.tokens) == NEW
         for k, t in enumerate(res.tokens):

@@ -29,6 +29,7 @@ _LAZY = {
     "load_model": "hierdraft.models",
     "tokenizer_fingerprint": "hierdraft.models",
     "default_drafter": "hierdraft.stores",
+    "AdaptiveDrafter": "hierdraft.adaptive",
 }
 
 
@@ -42,6 +43,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AdaptiveDrafter",
     "ContextStore",
     "CorpusIndex",
     "DraftSession",

@@ -54,6 +54,7 @@ class _TextStreamer:
 def run_generate(args: argparse.Namespace) -> int:
     import torch
 
+    from hierdraft.adaptive import AdaptiveDrafter
     from hierdraft.decoding import generate
     from hierdraft.models import load_model
     from hierdraft.stores import default_drafter
@@ -64,6 +65,8 @@ def run_generate(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model)
     drafter = default_drafter(tokenizer, model=model, budget=args.budget)
+    if args.temperature == 0:  # with sampling, timing-dependent trees would make --seed useless
+        drafter = AdaptiveDrafter(drafter)
     input_ids = tokenizer(args.prompt, return_tensors="pt").input_ids
     sampling = dict(
         max_new_tokens=args.max_new_tokens,

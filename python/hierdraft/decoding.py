@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .drafting import DrafterLike, ancestor_matrix, validate_tree
+from .drafting import DrafterLike, ancestor_matrix, keep_nodes, validate_tree
 from .kv_cache import TreeKVCache
 from .sampling import SamplingParams, verify_greedy, verify_sampling
 from .tree_attention import build_tree_inputs, check_tree_attention, forward_tree
@@ -152,13 +152,7 @@ def _cut_depth(
     tokens: np.ndarray, parents: np.ndarray, depths: np.ndarray, max_depth: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Drop nodes deeper than `max_depth` (they could never be emitted); keeps ancestors closed."""
-    keep = depths <= max_depth
-    if keep.all():
-        return tokens, parents, depths
-    new_index = np.cumsum(keep) - 1
-    kept_parents = parents[keep]
-    kept_parents = np.where(kept_parents >= 0, new_index[np.maximum(kept_parents, 0)], -1)
-    return tokens[keep], kept_parents, depths[keep]
+    return keep_nodes(tokens, parents, depths, depths <= max_depth)
 
 
 class SpeculativeDecoder:

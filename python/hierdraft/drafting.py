@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["DraftTreeLike", "DraftSessionLike", "DrafterLike", "PyDraftTree", "validate_tree"]
+__all__ = ["DraftTreeLike", "DraftSessionLike", "DrafterLike", "PyDraftTree", "keep_nodes", "validate_tree"]
 
 
 @runtime_checkable
@@ -183,6 +183,21 @@ class PyDraftTree:
                 node = int(self.parents[node])
             out.append(chain[::-1])
         return out
+
+
+def keep_nodes(
+    tokens: np.ndarray, parents: np.ndarray, depths: np.ndarray, keep: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sub-tree of the nodes where `keep` is True (it must hold every kept node's parent),
+    in the same order, with parent indices renumbered."""
+    if keep.all():
+        return tokens, parents, depths
+    kept_parents = parents[keep]
+    if (kept_parents >= 0).any() and not keep[kept_parents[kept_parents >= 0]].all():
+        raise ValueError("keep_nodes: a kept node's parent is not kept")
+    new_index = np.cumsum(keep) - 1
+    kept_parents = np.where(kept_parents >= 0, new_index[np.maximum(kept_parents, 0)], -1)
+    return tokens[keep], kept_parents.astype(parents.dtype, copy=False), depths[keep]
 
 
 def ancestor_matrix(parents: np.ndarray, depths: np.ndarray) -> np.ndarray:

@@ -88,6 +88,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "stores of the model's tokenizer, built on first use)")
     p.add_argument("--corpus-index", type=Path, default=None, metavar="PATH",
                    help="corpus index (.hdci) for the corpus level (default: as --model-store)")
+    p.add_argument("--fixed-budget", action="store_true",
+                   help="verify every drafted node (default: each drafting method trims its trees with "
+                   "hierdraft.AdaptiveDrafter)")
     p.add_argument("--pld-tokens", type=_positive_int, default=DEFAULT_PLD_TOKENS,
                    help=f"prompt_lookup_num_tokens for hf-pld (default {DEFAULT_PLD_TOKENS})")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
@@ -216,6 +219,7 @@ def execute(
         "seed": args.seed,
         "threads": args.threads,
         "budget": args.budget,
+        "adaptive_trees": not getattr(args, "fixed_budget", False),
         "pld_tokens": args.pld_tokens,
         "pld_max_matching_ngram_size": 2,
         "methods": names,
@@ -254,16 +258,21 @@ def _drafter_factory(args: argparse.Namespace, tokenizer: Any, model: Any) -> Ca
     instances, and online learning never crosses from one method to another.
     """
     from hierdraft import HierarchicalDrafter
+    from hierdraft.adaptive import AdaptiveDrafter
     from hierdraft.stores import default_drafter, load_corpus_index, load_model_store
 
     explicit = args.model_store is not None or args.corpus_index is not None
 
-    def factory(order: tuple[str, ...]) -> Any:
+    def build(order: tuple[str, ...]) -> Any:
         if not explicit:
             return default_drafter(tokenizer, model=model, budget=args.budget, order=order)
         ms = load_model_store(args.model_store, tokenizer) if args.model_store else None
         ci = load_corpus_index(args.corpus_index, tokenizer) if args.corpus_index else None
         return HierarchicalDrafter(model_store=ms, corpus_index=ci, order=order, budget=args.budget)
+
+    def factory(order: tuple[str, ...]) -> Any:
+        drafter = build(order)
+        return drafter if getattr(args, "fixed_budget", False) else AdaptiveDrafter(drafter)
 
     return factory
 

@@ -212,7 +212,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"Model `{result['model'].get('name', '?')}`, {st['prompts']} prompts "
         f"({st['limit_per_category'] if st['limit_per_category'] is not None else 'all'} per category) "
         f"from `{st['questions']}`, max {st['max_new_tokens']} new tokens, temperature "
-        f"{st['temperature']}, budget {st['budget']}, hf-pld with prompt_lookup_num_tokens="
+        f"{st['temperature']}, budget {st['budget']}"
+        f"{' (trees trimmed by AdaptiveDrafter)' if st.get('adaptive_trees') else ' (every node verified)'}, "
+        "hf-pld with prompt_lookup_num_tokens="
         f"{st['pld_tokens']}. {mc['cpu']}, {mc['torch_threads']} torch threads. hierdraft "
         f"{ver['hierdraft']}, torch {ver['torch']}, transformers {ver['transformers']}."
     )
