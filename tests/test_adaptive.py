@@ -45,6 +45,17 @@ def test_step_cost_fits_a_line():
     assert predicted[16] == pytest.approx(0.18)
 
 
+def test_step_cost_forgets_steps_outside_its_window():
+    cost = StepCost(window=16)
+    rng = np.random.default_rng(0)
+    steps = [(int(n), 0.05 + 0.01 * n if i < 40 else 0.2 + 0.002 * n) for i, n in enumerate(rng.integers(1, 17, 60))]
+    for n, t in steps:
+        cost.observe(n, t)
+    slope, intercept = np.polyfit([n for n, _ in steps[-16:]], [t for _, t in steps[-16:]], 1)
+    predicted = cost.predict(16)
+    assert predicted[1:] == pytest.approx(intercept + slope * np.arange(1, 17), rel=1e-6)
+
+
 def test_step_cost_uses_prior_slope_when_counts_are_uniform():
     cost = StepCost(prior_slope=0.04)
     for _ in range(10):

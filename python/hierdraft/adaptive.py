@@ -91,32 +91,43 @@ class StepCost:
             raise ValueError("StepCost needs window >= 2 and prior_slope >= 0")
         self.prior_slope = prior_slope
         self._tree_steps: deque[tuple[int, float]] = deque(maxlen=window)
+        # running sums over the window (n, t, n*n, n*t): the fit costs O(1) per step
+        self._sums = [0.0, 0.0, 0.0, 0.0]
         self._plain: float | None = None
+
+    def _add(self, nodes: int, seconds: float, sign: float) -> None:
+        for i, v in enumerate((nodes, seconds, nodes * nodes, nodes * seconds)):
+            self._sums[i] += sign * v
 
     def observe(self, nodes: int, seconds: float) -> None:
         if not seconds > 0:
             return
         if nodes == 0:
             self._plain = seconds if self._plain is None else 0.8 * self._plain + 0.2 * seconds
-        else:
-            self._tree_steps.append((nodes, seconds))
+            return
+        if len(self._tree_steps) == self._tree_steps.maxlen:
+            self._add(*self._tree_steps.popleft(), -1.0)
+        self._tree_steps.append((nodes, seconds))
+        self._add(nodes, seconds, 1.0)
 
     def predict(self, max_nodes: int) -> np.ndarray | None:
         """Expected seconds for 0..max_nodes nodes, or None before any tree step was seen."""
-        if not self._tree_steps:
+        k = len(self._tree_steps)
+        if k == 0:
             return None
-        n = np.array([s[0] for s in self._tree_steps], dtype=np.float64)
-        t = np.array([s[1] for s in self._tree_steps], dtype=np.float64)
+        sn, st, snn, snt = self._sums
+        mean_n, mean_t = sn / k, st / k
+        var_n = snn / k - mean_n * mean_n
         slope = None
-        if len(n) >= 8 and n.var() >= 1.0:
-            fitted = float(np.cov(n, t, bias=True)[0, 1] / n.var())
+        if k >= 8 and var_n >= 1.0:
+            fitted = (snt / k - mean_n * mean_t) / var_n
             if fitted >= 0:
                 slope = fitted
         if slope is None:
-            slope = self.prior_slope * float(t.mean()) / (1.0 + self.prior_slope * float(n.mean()))
-        intercept = float(t.mean()) - slope * float(n.mean())
+            slope = self.prior_slope * mean_t / (1.0 + self.prior_slope * mean_n)
+        intercept = mean_t - slope * mean_n
         if intercept <= 0:
-            intercept = float(t.min())
+            intercept = min(t for _, t in self._tree_steps)
         cost = intercept + slope * np.arange(max_nodes + 1, dtype=np.float64)
         cost[0] = self._plain if self._plain is not None else intercept
         return cost
