@@ -43,23 +43,27 @@ MAX_ROWS = 64
 _LINEARS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _kernel_applies(weight: torch.Tensor, x: torch.Tensor) -> bool:
+def _kernel_takes(weight: torch.Tensor) -> bool:
+    """Whether hierdraft's kernel can multiply by this weight (float32, contiguous, on CPU)."""
     return (
         FAST_KERNEL
-        and x.device.type == "cpu"
         and weight.device.type == "cpu"
-        and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and weight.is_contiguous()
         and weight.dim() == 2
     )
 
 
+def kernel_applies(weight: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether `few_rows_linear` computes `x @ weight.T` with hierdraft's kernel."""
+    return _kernel_takes(weight) and x.device.type == "cpu" and x.dtype == torch.float32
+
+
 def few_rows_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """`layer(x)`, computed by hierdraft's kernel (float32 on CPU) or as `(W @ x^T)^T`."""
     weight = layer.weight
     flat = x.reshape(-1, x.shape[-1])
-    if _kernel_applies(weight, flat):
+    if kernel_applies(weight, flat):
         flat = flat.contiguous()
         y = torch.empty(flat.shape[0], weight.shape[0], dtype=torch.float32)
         linear_rows(flat.detach().numpy(), weight.detach().numpy(), y.numpy())
@@ -100,7 +104,7 @@ def small_batch_linears(model: Any, rows: int) -> Iterator[None]:
     # the forward (norms, attention, activations: small at this row count) run on one thread:
     # two thread pools spinning on the same cores slow each other down many times over.
     threads = torch.get_num_threads()
-    if layers and _kernel_applies(layers[0].weight, layers[0].weight):
+    if layers and _kernel_takes(layers[0].weight):
         torch.set_num_threads(1)
     try:
         yield

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .drafting import ancestor_matrix
-from .cpu_matmul import FAST_KERNEL, MAX_ROWS, few_rows_linear, small_batch_linears
+from .cpu_matmul import MAX_ROWS, few_rows_linear, kernel_applies, small_batch_linears
 
 __all__ = [
     "UnsupportedModelError",
@@ -280,9 +280,14 @@ class TreeLogits:
 HEAD_ROWS_AT_ONCE = 24
 
 
+def _few_rows_head(head: Any, hidden: torch.Tensor) -> bool:
+    """Whether `_apply_head` runs the head through `cpu_matmul.few_rows_linear`."""
+    return hidden.device.type == "cpu" and type(head) is torch.nn.Linear and hidden.shape[0] <= MAX_ROWS
+
+
 def _apply_head(model: Any, hidden: torch.Tensor) -> torch.Tensor:
     head = model.get_output_embeddings()
-    if hidden.device.type == "cpu" and type(head) is torch.nn.Linear and hidden.shape[0] <= MAX_ROWS:
+    if _few_rows_head(head, hidden):
         logits = few_rows_linear(head, hidden)  # see cpu_matmul: 3-4x faster from 2 rows on
     else:
         logits = head(hidden)
@@ -308,7 +313,10 @@ def forward_tree(model: Any, layout: AttentionLayout, cache: Any, inputs: TreeIn
     with small_batch_linears(model, rows):
         if layout.split_head and k > 1:
             hidden = model.base_model(**kwargs).last_hidden_state[0, -k:]
-            all_at_once = FAST_KERNEL and hidden.dtype == torch.float32 and k <= HEAD_ROWS_AT_ONCE
+            head = model.get_output_embeddings()
+            all_at_once = (
+                k <= HEAD_ROWS_AT_ONCE and _few_rows_head(head, hidden) and kernel_applies(head.weight, hidden)
+            )
             return TreeLogits(hidden=hidden, head=lambda h: _apply_head(model, h), all_at_once=all_at_once)
         if layout.has_logits_to_keep:
             kwargs["logits_to_keep"] = k

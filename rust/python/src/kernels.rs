@@ -7,10 +7,8 @@ use numpy::{PyReadonlyArray2, PyReadwriteArray2};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-fn contiguous<'a>(
-    slice: Result<&'a [f32], numpy::AsSliceError>,
-    what: &str,
-) -> PyResult<&'a [f32]> {
+/// The slice of a numpy array, or a `ValueError` naming the array when it is not C-contiguous.
+fn contiguous<T>(slice: Result<T, numpy::AsSliceError>, what: &str) -> PyResult<T> {
     slice.map_err(|_| PyValueError::new_err(format!("{what} must be C-contiguous")))
 }
 
@@ -43,9 +41,7 @@ pub fn linear_rows(
     }
     let x = contiguous(x.as_slice(), "x")?;
     let w = contiguous(weight.as_slice(), "weight")?;
-    let out = out
-        .as_slice_mut()
-        .map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
+    let out = contiguous(out.as_slice_mut(), "out")?;
     py.detach(|| hierdraft_kernels::linear_rows(x, w, k, out))
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }
