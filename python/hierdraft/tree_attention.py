@@ -276,7 +276,8 @@ class TreeLogits:
 
 
 # Rows up to which one call of hierdraft's kernel over every row of a tree beats a head call per
-# tree level (Gemma 3 270M's 262k x 640 head, 2 threads: 1 row 42 ms, 8 rows 34 ms, 17 rows 65 ms).
+# tree level (Gemma 3 270M's 262k x 640 head, 2 threads, `cargo bench -p hierdraft-kernels`:
+# 1 / 4 / 9 / 17 rows 30 / 33 / 47 / 76 ms).
 HEAD_ROWS_AT_ONCE = 24
 
 
