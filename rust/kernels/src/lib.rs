@@ -7,6 +7,10 @@
 //! once, multiplies it with every input row while it sits in L1, and prefetches ahead, so a
 //! 17-row product costs little more than a one-row one. Pure Rust, no Python.
 
+mod ggml_type;
 mod linear_rows;
+mod quant_matrix;
 
+pub use ggml_type::{ggml_type_name, GgmlType, UnsupportedType};
 pub use linear_rows::{linear_rows, linear_rows_portable, simd_available, KernelError};
+pub use quant_matrix::{MatrixError, QuantMatrix, SharedBytes};
