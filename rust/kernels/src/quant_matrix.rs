@@ -61,7 +61,7 @@ impl QuantMatrix {
             cols,
         })?;
         let available = (*bytes).as_ref().len().saturating_sub(start);
-        let needed = rows.checked_mul(row_bytes).unwrap_or(usize::MAX);
+        let needed = rows.saturating_mul(row_bytes);
         if needed > available {
             return Err(MatrixError::OutOfBounds {
                 ty: ty.name(),
