@@ -27,7 +27,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from hierdraft.bench import cli_bench, methods as bench_methods  # noqa: E402
-from hierdraft.bench.questions import (  # noqa: E402
+from hierdraft.questions import (  # noqa: E402
     QuestionFileError,
     default_questions_path,
     interleave_categories,

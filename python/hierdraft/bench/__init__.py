@@ -1,9 +1,8 @@
 """End-to-end benchmark of hierdraft against its peers (`hierdraft bench`).
 
-Modules, one job each:
+Modules, one job each (the question files and the prompt template they share with the
+model-store builder are `hierdraft.questions` and `hierdraft.prompts`):
 
-- `questions`: load and select Spec-Bench-style question files (JSONL).
-- `prompting`: the plain prompt template used for the default (base) model.
 - `methods`: the decoding methods compared (`ar`, `hf-ar`, `hf-pld`, `context`, `model`,
   `corpus`, `hd`), each an object with `run(prompt_ids) -> PromptRecord`.
 - `runner`: runs every method on the same prompts, interleaved, and checks exactness.

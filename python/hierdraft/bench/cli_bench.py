@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .methods import ALL_METHODS, DEFAULT_PLD_TOKENS, DecodeSettings, build_methods
-from .prompting import PROMPT_TEMPLATE, WARMUP_QUESTION, encode_prompt, format_prompt
-from .questions import (
+from ..prompts import PROMPT_TEMPLATE, encode_prompt, format_prompt
+from ..questions import (
     QuestionFileError,
     default_questions_path,
     interleave_categories,
@@ -36,6 +36,8 @@ QUICK_MAX_NEW_TOKENS = 64
 FULL_MAX_NEW_TOKENS = 256
 EXIT_MISMATCH = 3
 EXIT_INTERRUPTED = 130
+# A fixed text that is not a benchmark prompt, used to warm every method up before timing.
+WARMUP_QUESTION = "Describe in a few sentences how a bicycle works and why it stays upright."
 
 
 def _methods_arg(text: str) -> list[str]:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ..prompts import PROMPT_TEMPLATE
+from ..questions import default_questions_path, load_questions
 from .checkpoint import Checkpoint, checkpoint_path_for, prompt_key
 from .errors import EmptyCorpusError
 from .metadata import decode_metadata, encode_metadata, load_model_store
@@ -32,8 +34,6 @@ __all__ = ["build_model_store", "default_prompt_template", "encode_store_prompt"
 def default_prompt_template() -> str:
     """The completion template of the bench (``Question: ...\\n\\nAnswer:``), so the store
     learns what the model writes in the format it is benchmarked and used with."""
-    from ..bench.prompting import PROMPT_TEMPLATE
-
     return PROMPT_TEMPLATE.replace("{question}", "{prompt}")
 
 
@@ -299,10 +299,6 @@ def _normalize(text: str) -> str:
 
 def _benchmark_prompts() -> set[str]:
     """Every turn of the default Spec-Bench question file (empty when there is none)."""
-    try:
-        from ..bench.questions import default_questions_path, load_questions
-    except ImportError:
-        return set()
     path = default_questions_path()
     if path is None:
         return set()

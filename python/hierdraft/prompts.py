@@ -1,4 +1,4 @@
-"""The prompt template of the bench.
+"""The completion prompt template shared by the bench and the model-store builder.
 
 The default model (Gemma 3 270M, pre-trained) is a *base* model: it has no chat template and
 was not tuned to follow one. The bench therefore uses one plain, documented completion
@@ -8,7 +8,9 @@ template on the first turn of every question::
 
     Answer:
 
-The model continues after ``Answer:``. Only the first turn is used (Spec-Bench's MT-bench rows
+The model continues after ``Answer:``. The model store is built from generations in the same
+format (:mod:`hierdraft.stores.model_store`), so that it learns what the model writes where it is
+benchmarked and used. Only the first turn is used (Spec-Bench's MT-bench rows
 have a second turn that refers to the model's first answer; a base model is not run as a
 chat). The text is encoded with the model's tokenizer, special tokens included (Gemma adds
 its ``<bos>``), exactly as ``hierdraft generate`` encodes a prompt.
@@ -25,9 +27,6 @@ from typing import Any
 from .questions import Question
 
 PROMPT_TEMPLATE = "Question: {question}\n\nAnswer:"
-
-# A fixed text that is not a benchmark prompt, used to warm every method up before timing.
-WARMUP_QUESTION = "Describe in a few sentences how a bicycle works and why it stays upright."
 
 
 def format_prompt(question: Question | str) -> str:

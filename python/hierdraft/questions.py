@@ -1,5 +1,8 @@
 """Spec-Bench-style question files: loading, validation and per-category selection.
 
+Used by the bench (the prompts it times) and by the model-store builder (which skips the
+benchmark's own prompts).
+
 A question file is JSON Lines, one object a line, with at least
 
 - ``question_id``: an int or a string, unique in the file;
@@ -44,8 +47,8 @@ class Question:
 
 
 def _repo_root() -> Path:
-    # python/hierdraft/bench/questions.py -> the repository root is three levels above.
-    return Path(__file__).resolve().parents[3]
+    # python/hierdraft/questions.py -> the repository root is two levels above.
+    return Path(__file__).resolve().parents[2]
 
 
 def default_questions_path(cwd: str | os.PathLike[str] | None = None) -> Path | None:
