@@ -3,13 +3,13 @@
 //! Node `i` holds `tokens[i]`; `parents[i]` is the index of its parent or `-1` when the node is a
 //! child of the root (the last accepted token, which is not stored in the tree). Parents always
 //! precede their children (`parents[i] < i`), `depths[i]` is `1 + depths[parent]` (children of the
-//! root have depth 1) and `sources[i]` is the [`Level`](crate::drafter::Level) that first produced
+//! root have depth 1) and `sources[i]` is the [`Level`] that first produced
 //! the node. Shared prefixes are stored once: no two siblings carry the same token.
 //!
 //! [`DraftTreeBuilder`] merges candidate chains into such a tree under a node budget and a depth
 //! limit.
 
-use crate::drafter::Level;
+use crate::level::Level;
 
 /// A flattened prefix tree of draft tokens (see the module docs for the invariants).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
