@@ -113,6 +113,10 @@ impl DraftTree {
     }
 }
 
+/// Most nodes a [`DraftTreeBuilder`] reserves room for up front: the budget is a user setting
+/// and may be huge, while trees rarely grow large, so beyond this the vectors grow on demand.
+const MAX_RESERVED_NODES: usize = 4096;
+
 /// Merges candidate chains into a [`DraftTree`] under a node budget and a depth limit.
 ///
 /// Children are kept in per-node sibling lists so that inserting a chain costs
@@ -133,7 +137,7 @@ pub struct DraftTreeBuilder {
 impl DraftTreeBuilder {
     /// A builder that will hold at most `budget` nodes of depth at most `max_depth`.
     pub fn new(budget: usize, max_depth: usize) -> Self {
-        let cap = budget.min(4096);
+        let cap = budget.min(MAX_RESERVED_NODES);
         Self {
             tree: DraftTree {
                 tokens: Vec::with_capacity(cap),
