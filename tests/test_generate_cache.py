@@ -19,7 +19,7 @@ from hierdraft import cpu_matmul
 from hierdraft.drafting import PyDraftTree
 from hierdraft.decoding import SpeculativeDecoder
 from hierdraft.kv_cache import TreeKVCache
-from hierdraft.tree_attention import FULL, SLIDING, inspect_model
+from hierdraft.model_layout import FULL, SLIDING, inspect_model
 
 NEW = 40
 
@@ -109,7 +109,8 @@ def test_commit_moves_accepted_nodes(tiny_llama):
 
 def test_tree_sibling_isolation(tiny_llama):
     """A node's logits do not depend on its siblings (the tree mask), only on its ancestors."""
-    from hierdraft.tree_attention import build_tree_inputs, forward_tree
+    from hierdraft.tree_forward import forward_tree
+    from hierdraft.tree_mask import build_tree_inputs
 
     layout = inspect_model(tiny_llama)
     prompt = [11, 12, 13]
@@ -129,7 +130,9 @@ def test_tree_sibling_isolation(tiny_llama):
 
 def test_split_head_is_detected_and_exact(tiny_lm):
     """On CPU the LM head runs only on the rows the walk reaches; it must equal the model's head."""
-    from hierdraft.tree_attention import build_tree_inputs, check_tree_attention, forward_tree
+    from hierdraft.tree_forward import forward_tree
+    from hierdraft.tree_mask import build_tree_inputs
+    from hierdraft.tree_probe import check_tree_attention
 
     layout = check_tree_attention(tiny_lm)
     assert layout.split_head  # Llama and Gemma 3 (final logit soft-capping included) split cleanly

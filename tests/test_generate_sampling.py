@@ -22,7 +22,7 @@ from hierdraft.adaptive import AdaptiveDrafter
 from hierdraft.drafting import PyDraftTree
 from hierdraft.decoding import generate
 from hierdraft.sampling import SamplingParams, verify_sampling
-from hierdraft.tree_attention import TreeLogits
+from hierdraft.tree_forward import TreeLogits
 
 P_MIN = 1e-3
 

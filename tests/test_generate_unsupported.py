@@ -8,7 +8,7 @@ from conftest import TINY_VOCAB, make_tiny_llama
 
 from hierdraft.drafting import PyDraftTree
 from hierdraft.decoding import generate
-from hierdraft.tree_attention import UnsupportedModelError
+from hierdraft.model_layout import UnsupportedModelError
 
 
 def test_attention_without_custom_masks_is_rejected():

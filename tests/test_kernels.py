@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hierdraft import _core, cpu_matmul
-from hierdraft.tree_attention import TreeLogits
+from hierdraft.tree_forward import TreeLogits
 
 
 def _arrays(rows: int, n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ _LAZY = {
     "GenerationResult": "hierdraft.decoding",
     "generate": "hierdraft.decoding",
     "iter_generate": "hierdraft.decoding",
-    "UnsupportedModelError": "hierdraft.tree_attention",
+    "UnsupportedModelError": "hierdraft.model_layout",
     "load_default": "hierdraft.models",
     "load_model": "hierdraft.models",
     "tokenizer_fingerprint": "hierdraft.models",

@@ -26,7 +26,9 @@ import torch
 from .drafting import DrafterLike, ancestor_matrix, keep_nodes, validate_tree
 from .kv_cache import TreeKVCache
 from .sampling import SamplingParams, verify_greedy, verify_sampling
-from .tree_attention import build_tree_inputs, check_tree_attention, forward_tree
+from .tree_forward import forward_tree
+from .tree_mask import build_tree_inputs
+from .tree_probe import check_tree_attention
 
 __all__ = ["GenerationResult", "SpeculativeDecoder", "generate", "iter_generate"]
 

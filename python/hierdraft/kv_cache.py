@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .tree_attention import FULL, SLIDING, AttentionLayout, UnsupportedModelError
+from .model_layout import FULL, SLIDING, AttentionLayout, UnsupportedModelError
 
 try:
     from transformers.cache_utils import DynamicCache, DynamicLayer

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .tree_attention import TreeLogits
+from .tree_forward import TreeLogits
 
 __all__ = ["SamplingParams", "Verdict", "verify_greedy", "verify_sampling"]
 
