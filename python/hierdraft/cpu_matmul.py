@@ -1,23 +1,23 @@
-"""A faster CPU path for the `nn.Linear` layers (and the LM head) of a verification forward over a
-few rows.
+"""hierdraft's CPU kernels in the model's linear layers, and the threads they run on.
 
-On CPU, `linear(x, W)` computes `x @ W^T`; for 2 to a few dozen rows the BLAS behind PyTorch's
-CPU build takes a path several times slower than for one row (Gemma 3 270M, 2 threads: the body
-of a 16-token forward 128 ms against 55 ms for one token, the 262k-row LM head 204 ms for 3 rows
-against 52 ms for one). Two replacements, the first available one is used:
+The rule (batch invariance): on CPU, a model that runs hierdraft's kernels runs them in every
+forward hierdraft makes, for every row count, one included. Each output element of those
+kernels is summed in one fixed order that depends only on the inner dimension, so a row's numbers
+never depend on what else is in its batch: the root row of a tree step equals the row of a plain
+step, the prompt rows of a prefill that also carries a draft tree equal those of a plain prefill,
+and "greedy output with drafts equals plain decoding" holds by construction for the linear
+layers instead of by luck. (PyTorch's BLAS picks different blockings for different row counts,
+and so does llama.cpp's batched decode, which is why neither is used for verification here.)
 
-- hierdraft's own kernel (`hierdraft._core.linear_rows`, Rust, AVX2/FMA): streams each weight
-  row once, multiplies it with every input row while it is in L1 and prefetches ahead, so 17
-  rows of the LM head cost little more than one; each row's result is independent of the
-  others in the call;
-- otherwise `(W @ x^T)^T` in PyTorch, which streams each weight matrix once per call.
+- `QuantLinear` layers (GGUF models, `quant_modules`) always compute with the quantized kernel.
+- Plain float32 `nn.Linear` layers of a CPU model are routed through `hierdraft._core.linear_rows`
+  for the duration of hierdraft's forwards (`kernel_linears`); layers that already carry an
+  instance-level `forward` (e.g. accelerate hooks) are left alone. Without AVX2/FMA the kernel's
+  portable path would be slow, so such models then keep PyTorch's own kernels.
 
-Either way the products and sums are the same; only the accumulation order differs, exactly as
-it already does between a one-token and a many-token forward.
-
-`small_batch_linears(model, rows)` applies `few_rows_linear` to every plain `nn.Linear` of the
-model for the duration of one forward with 2..`MAX_ROWS` rows; layers that already carry an
-instance-level `forward` (e.g. accelerate hooks) are left alone.
+The kernels run on their own thread pool. PyTorch's threads would spin on the same two cores
+between ops and slow both down many times over, so `kernel_threads` runs PyTorch on one thread
+while a request decodes (the rest of the forward, norms and attention, is small).
 """
 
 from __future__ import annotations
@@ -30,21 +30,28 @@ from typing import Any
 
 import torch
 
+from .quant_modules import QuantLinear, is_quantized
+
 try:
     from ._core import kernels_use_simd, linear_rows
-except ImportError:  # extension not built (pure-Python tests): PyTorch's weight-major form
+except ImportError:  # extension not built (pure-Python tests): PyTorch's own kernels
     linear_rows = None
     FAST_KERNEL = False
 else:
     FAST_KERNEL = bool(kernels_use_simd())
 
-MAX_ROWS = 64
+# Rows up to which one call of the float32 kernel over every row of a tree beats one head call
+# per tree level (the float32 kernel's cost grows slowly with rows; see the README's kernel table).
+FLOAT_HEAD_ROWS_AT_ONCE = 24
+# Quantized heads compute every row from the blocks in registers: their cost grows with every row,
+# so the verification walk asks for the rows it needs, level by level.
+QUANT_HEAD_ROWS_AT_ONCE = 1
 
 _LINEARS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _kernel_takes(weight: torch.Tensor) -> bool:
-    """Whether hierdraft's kernel can multiply by this weight (float32, contiguous, on CPU)."""
+    """Whether hierdraft's float32 kernel can multiply by this weight (float32, contiguous, on CPU)."""
     return (
         FAST_KERNEL
         and weight.device.type == "cpu"
@@ -55,33 +62,36 @@ def _kernel_takes(weight: torch.Tensor) -> bool:
 
 
 def kernel_applies(weight: torch.Tensor, x: torch.Tensor) -> bool:
-    """Whether `few_rows_linear` computes `x @ weight.T` with hierdraft's kernel."""
+    """Whether `kernel_linear` computes `x @ weight.T` with hierdraft's float32 kernel."""
     return _kernel_takes(weight) and x.device.type == "cpu" and x.dtype == torch.float32
 
 
-def few_rows_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """`layer(x)`, computed by hierdraft's kernel (float32 on CPU) or as `(W @ x^T)^T`."""
+def kernel_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """`layer(x)` computed by hierdraft's float32 kernel (PyTorch's `linear` when it cannot)."""
     weight = layer.weight
     flat = x.reshape(-1, x.shape[-1])
-    if kernel_applies(weight, flat):
-        flat = flat.contiguous()
-        y = torch.empty(flat.shape[0], weight.shape[0], dtype=torch.float32)
-        linear_rows(flat.detach().numpy(), weight.detach().numpy(), y.numpy())
-    else:
-        y = (weight @ flat.T).T
+    if not kernel_applies(weight, flat):
+        return torch.nn.functional.linear(x, weight, layer.bias)
+    flat = flat.detach().contiguous()
+    y = torch.empty(flat.shape[0], weight.shape[0], dtype=torch.float32)
+    if flat.shape[0]:
+        linear_rows(flat.numpy(), weight.detach().numpy(), y.numpy())
     if layer.bias is not None:
-        y = y + layer.bias
+        y += layer.bias
     return y.reshape(*x.shape[:-1], weight.shape[0])
 
 
 def _plain_linears(model: Any) -> list[torch.nn.Linear]:
+    """The model's plain float32 CPU linear layers the kernel can take (cached per model)."""
     try:
         found = _LINEARS.get(model)
     except TypeError:
         found = None
     if found is None:
         found = [
-            m for m in model.modules() if type(m) is torch.nn.Linear and "forward" not in vars(m)
+            m
+            for m in model.modules()
+            if type(m) is torch.nn.Linear and "forward" not in vars(m) and _kernel_takes(m.weight)
         ]
         try:
             _LINEARS[model] = found
@@ -90,25 +100,52 @@ def _plain_linears(model: Any) -> list[torch.nn.Linear]:
     return found
 
 
+def uses_kernels(model: Any) -> bool:
+    """Whether hierdraft's forwards of `model` run its CPU kernels."""
+    return is_quantized(model) or bool(_plain_linears(model))
+
+
 @contextlib.contextmanager
-def small_batch_linears(model: Any, rows: int) -> Iterator[None]:
-    """Within the block, the model's plain linear layers use `few_rows_linear` when the forward
-    has 2..MAX_ROWS rows; otherwise nothing changes."""
-    if not 2 <= rows <= MAX_ROWS:
-        yield
-        return
+def kernel_linears(model: Any) -> Iterator[None]:
+    """Within the block, the model's plain float32 CPU linear layers compute with the kernel."""
     layers = _plain_linears(model)
     for layer in layers:
-        layer.forward = types.MethodType(few_rows_linear, layer)  # type: ignore[method-assign]
-    # With the kernel running the linear layers on its own threads, PyTorch's remaining ops of
-    # the forward (norms, attention, activations: small at this row count) run on one thread:
-    # two thread pools spinning on the same cores slow each other down many times over.
+        layer.forward = types.MethodType(kernel_linear, layer)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for layer in layers:
+            vars(layer).pop("forward", None)
+
+
+@contextlib.contextmanager
+def kernel_threads(model: Any) -> Iterator[None]:
+    """Within the block, PyTorch runs on one thread if the model computes with hierdraft's kernels."""
+    if not uses_kernels(model):
+        yield
+        return
     threads = torch.get_num_threads()
-    if layers and _kernel_takes(layers[0].weight):
-        torch.set_num_threads(1)
+    torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
-        for layer in layers:
-            vars(layer).pop("forward", None)
+
+
+def apply_linear(layer: Any, x: torch.Tensor) -> torch.Tensor:
+    """`layer(x)`, through the float32 kernel for a plain float32 CPU `nn.Linear`."""
+    if type(layer) is torch.nn.Linear and "forward" not in vars(layer):
+        return kernel_linear(layer, x)
+    return layer(x)
+
+
+def head_rows_at_once(head: Any, hidden: torch.Tensor) -> int:
+    """Up to how many rows one call of the LM head over every row of a tree is cheaper than
+    computing the rows the verification walk asks for, level by level."""
+    if hidden.device.type != "cpu":
+        return 0
+    if isinstance(head, QuantLinear):
+        return QUANT_HEAD_ROWS_AT_ONCE
+    if type(head) is torch.nn.Linear and kernel_applies(head.weight, hidden):
+        return FLOAT_HEAD_ROWS_AT_ONCE
+    return 0

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .cpu_matmul import kernel_threads
 from .drafting import DrafterLike, ancestor_matrix, keep_nodes, validate_tree
 from .kv_cache import TreeKVCache
 from .sampling import SamplingParams, verify_greedy, verify_sampling
@@ -217,7 +218,7 @@ class SpeculativeDecoder:
                 tokens, parents, depths = _tree_arrays(tree, self.layout.vocab_size)
                 if len(tokens) and depths.max() > remaining - 1:
                     tokens, parents, depths = _cut_depth(tokens, parents, depths, remaining - 1)
-                with torch.inference_mode():
+                with torch.inference_mode(), kernel_threads(self.model):
                     new, path = self._verify(chain, tokens, parents, depths)
                     new = new[:remaining]
                     finished = len(new) == remaining

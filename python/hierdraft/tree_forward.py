@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .cpu_matmul import MAX_ROWS, few_rows_linear, kernel_applies, small_batch_linears
+from .cpu_matmul import apply_linear, head_rows_at_once, kernel_linears
 from .model_layout import AttentionLayout, text_config
 from .tree_mask import TreeInputs
 
@@ -24,10 +24,10 @@ class TreeLogits:
     row 1 + i: node i), computed eagerly or, with a split head, on demand.
 
     With a large vocabulary the LM head costs as much as the rest of a small model per row.
-    With PyTorch's kernels the cost grows with the rows, so only the rows the verification walk
-    asks for (about the accepted length) are computed, one head call per tree level. With
-    hierdraft's kernel (`cpu_matmul`) up to `HEAD_ROWS_AT_ONCE` rows cost about one, so the
-    first request computes every row in a single call (`all_at_once`).
+    When its cost grows with the rows, only the rows the verification walk asks for (about the
+    accepted length) are computed, one head call per tree level. When a few rows cost about one
+    (hierdraft's float32 kernel, see `cpu_matmul.head_rows_at_once`), the first request computes
+    every row in a single call (`all_at_once`).
     """
 
     def __init__(
@@ -60,23 +60,9 @@ class TreeLogits:
         return self._head(self._hidden[index])
 
 
-# Rows up to which one call of hierdraft's kernel over every row of a tree beats a head call per
-# tree level (Gemma 3 270M's 262k x 640 head, 2 threads, `cargo bench -p hierdraft-kernels`:
-# 1 / 4 / 9 / 17 rows 30 / 33 / 47 / 76 ms).
-HEAD_ROWS_AT_ONCE = 24
-
-
-def _few_rows_head(head: Any, hidden: torch.Tensor) -> bool:
-    """Whether `apply_head` runs the head through `cpu_matmul.few_rows_linear`."""
-    return hidden.device.type == "cpu" and type(head) is torch.nn.Linear and hidden.shape[0] <= MAX_ROWS
-
-
 def apply_head(model: Any, hidden: torch.Tensor) -> torch.Tensor:
-    head = model.get_output_embeddings()
-    if _few_rows_head(head, hidden):
-        logits = few_rows_linear(head, hidden)  # see cpu_matmul: 3-4x faster from 2 rows on
-    else:
-        logits = head(hidden)
+    """The model's logits for the final hidden states `hidden` (its LM head, then soft-capping)."""
+    logits = apply_linear(model.get_output_embeddings(), hidden)
     cap = getattr(text_config(model), "final_logit_softcapping", None)
     if cap is not None:
         logits = torch.tanh(logits / cap) * cap
@@ -93,16 +79,11 @@ def forward_tree(model: Any, layout: AttentionLayout, cache: Any, inputs: TreeIn
         "use_cache": True,
     }
     k = inputs.num_logits
-    # Plain steps (no tree) run exactly as model.generate would; tree steps on CPU use the
-    # weight-major matmul form for their few rows (see cpu_matmul).
-    rows = int(inputs.input_ids.shape[1]) if k > 1 and layout.device.type == "cpu" else 1
-    with small_batch_linears(model, rows):
+    # Every forward, plain steps included, computes the linear layers the same way (see cpu_matmul).
+    with kernel_linears(model):
         if layout.split_head and k > 1:
             hidden = model.base_model(**kwargs).last_hidden_state[0, -k:]
-            head = model.get_output_embeddings()
-            all_at_once = (
-                k <= HEAD_ROWS_AT_ONCE and _few_rows_head(head, hidden) and kernel_applies(head.weight, hidden)
-            )
+            all_at_once = k <= head_rows_at_once(model.get_output_embeddings(), hidden)
             return TreeLogits(hidden=hidden, head=lambda h: apply_head(model, h), all_at_once=all_at_once)
         if layout.has_logits_to_keep:
             kwargs["logits_to_keep"] = k
