@@ -1,0 +1,152 @@
+"""`nn.Module`s whose weights stay in a GGUF file's own block format (`hierdraft._core.QuantTensor`).
+
+- `QuantLinear`: `x @ W^T (+ bias)` by hierdraft's quantized kernel, for any number of rows. Every
+  output element is summed in one fixed order that depends only on the inner dimension, so a
+  row's result never depends on the other rows of its call (plain decoding and tree steps agree
+  by construction), and it equals the float32 product over the dequantized weights computed by
+  `hierdraft._core.linear_rows` bit for bit.
+- `QuantEmbedding`: a token embedding (optionally scaled, as Gemma's is) that dequantizes only the
+  rows of the tokens it is given.
+
+Both compute in float32 on CPU and hold no weight parameter (the blocks are usually a memory
+map of the GGUF file). `dequantized_model` turns every such module back into a plain float32
+`nn.Linear` / `nn.Embedding` holding the dequantized weights: the reference model the exactness
+tests compare against.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["QuantLinear", "QuantEmbedding", "is_quantized", "dequantized_model"]
+
+COMPUTE_DTYPE = torch.float32
+DEVICE = torch.device("cpu")
+
+
+def _check_input(x: torch.Tensor, what: str) -> None:
+    if x.device.type != "cpu":
+        raise RuntimeError(f"{what} computes on CPU; got a tensor on {x.device} (load a float model for accelerators)")
+    if x.requires_grad and torch.is_grad_enabled():
+        raise RuntimeError(f"{what} is for inference only (no gradients through quantized weights)")
+
+
+class QuantLinear(nn.Module):
+    """A linear layer over a weight kept in GGUF blocks (`weight`: a `QuantTensor` of shape
+    (out_features, in_features)); float32 in and out."""
+
+    def __init__(self, weight: Any, bias: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.qweight = weight
+        self.out_features, self.in_features = (int(d) for d in weight.shape)
+        self.bias = None if bias is None else nn.Parameter(bias.to(COMPUTE_DTYPE), requires_grad=False)
+        self.compute_dtype = COMPUTE_DTYPE
+
+    @property
+    def device(self) -> torch.device:
+        return DEVICE
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, "QuantLinear")
+        if x.dtype != COMPUTE_DTYPE:
+            raise TypeError(f"QuantLinear computes in float32; got {x.dtype} input")
+        flat = x.detach().reshape(-1, self.in_features).contiguous()
+        out = torch.empty(flat.shape[0], self.out_features, dtype=COMPUTE_DTYPE)
+        if flat.shape[0]:
+            self.qweight.linear(flat.numpy(), out.numpy())
+        if self.bias is not None:
+            out += self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"qtype={self.qweight.qtype}, bias={self.bias is not None}"
+        )
+
+
+class QuantEmbedding(nn.Module):
+    """A token embedding over a table kept in GGUF blocks (`weight`: a `QuantTensor` of shape
+    (num_embeddings, embedding_dim)). `embed_scale`, when given, multiplies every looked-up row
+    (Gemma's scaled embedding). `original_class` is the embedding class this one stands in for
+    (`dequantized_model` restores it)."""
+
+    def __init__(
+        self,
+        weight: Any,
+        padding_idx: int | None = None,
+        embed_scale: torch.Tensor | None = None,
+        original_class: type[nn.Embedding] = nn.Embedding,
+    ) -> None:
+        super().__init__()
+        self.qweight = weight
+        self.original_class = original_class
+        self.num_embeddings, self.embedding_dim = (int(d) for d in weight.shape)
+        self.padding_idx = padding_idx
+        self.compute_dtype = COMPUTE_DTYPE
+        if embed_scale is not None:
+            self.register_buffer("embed_scale", embed_scale.detach().clone(), persistent=False)
+        else:
+            self.embed_scale = None
+
+    @property
+    def device(self) -> torch.device:
+        return DEVICE
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        _check_input(input_ids, "QuantEmbedding")
+        flat = input_ids.detach().reshape(-1).to(torch.int64).contiguous()
+        out = torch.empty(flat.numel(), self.embedding_dim, dtype=COMPUTE_DTYPE)
+        if flat.numel():
+            self.qweight.dequantize_rows(flat.numpy(), out.numpy())  # raises on ids out of range
+        out = out.reshape(*input_ids.shape, self.embedding_dim)
+        if self.embed_scale is not None:
+            out = out * self.embed_scale.to(COMPUTE_DTYPE)  # as Gemma's scaled embedding does
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, qtype={self.qweight.qtype}"
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """Whether any layer of `model` computes on GGUF blocks."""
+    return any(isinstance(m, (QuantLinear, QuantEmbedding)) for m in model.modules())
+
+
+def dequantized_model(model: nn.Module) -> nn.Module:
+    """Replace, in place, every quantized layer of `model` by a float32 `nn.Linear` /
+    `nn.Embedding` holding its dequantized weights (shared between a tied embedding and head,
+    as in the original). Returns `model`."""
+    tables: dict[int, torch.Tensor] = {}
+
+    def table(qweight: Any) -> torch.Tensor:
+        key = id(qweight)
+        if key not in tables:
+            tables[key] = torch.from_numpy(qweight.dequantize())
+        return tables[key]
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, QuantLinear):
+            plain = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None, device="meta")
+            plain.weight = nn.Parameter(table(module.qweight), requires_grad=False)
+            if module.bias is not None:
+                plain.bias = nn.Parameter(module.bias.detach().clone(), requires_grad=False)
+        elif isinstance(module, QuantEmbedding):
+            plain = _plain_embedding(module, table(module.qweight))
+        else:
+            continue
+        model.set_submodule(name, plain)
+    return model
+
+
+def _plain_embedding(module: QuantEmbedding, weight: torch.Tensor) -> nn.Module:
+    plain = nn.Embedding(module.num_embeddings, module.embedding_dim, padding_idx=module.padding_idx, device="meta")
+    # e.g. Gemma's scaled embedding: an nn.Embedding plus the `embed_scale` buffer set below
+    plain.__class__ = module.original_class
+    plain.weight = nn.Parameter(weight, requires_grad=False)
+    if module.embed_scale is not None:
+        plain.register_buffer("embed_scale", module.embed_scale.detach().clone(), persistent=False)
+    return plain
