@@ -268,7 +268,7 @@ impl DraftSession {
                 },
             };
             for chain in &chains {
-                builder.insert_chain(&chain.tokens, level);
+                builder.insert_chain(&chain.tokens, chain.score, level);
                 if builder.is_full() {
                     break;
                 }

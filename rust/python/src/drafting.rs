@@ -287,8 +287,9 @@ impl PyDraftSession {
 }
 
 /// A flattened prefix tree of draft tokens: node i has `tokens[i]`, parent `parents[i]` (-1: the
-/// root, i.e. the last accepted token), `depths[i]` (1 for children of the root) and
-/// `sources[i]` (0 context, 1 model, 2 corpus). Parents precede their children.
+/// root, i.e. the last accepted token), `depths[i]` (1 for children of the root),
+/// `sources[i]` (0 context, 1 model, 2 corpus) and `scores[i]` (its estimated probability given
+/// its parent). Parents precede their children.
 #[pyclass(frozen, name = "DraftTree", module = "hierdraft._core")]
 pub struct PyDraftTree {
     inner: DraftTree,
@@ -315,6 +316,22 @@ impl PyDraftTree {
     #[getter]
     fn sources<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u8>> {
         PyArray1::from_slice(py, &self.inner.sources)
+    }
+
+    /// Estimated probability of each node given its parent (float32, in [0, 1]).
+    #[getter]
+    fn scores<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
+        PyArray1::from_slice(py, &self.inner.scores)
+    }
+
+    /// Tokens (uint32) of the most probable root-to-leaf path of at most `max_len` tokens.
+    fn best_chain<'py>(
+        &self,
+        py: Python<'py>,
+        max_len: i64,
+    ) -> PyResult<Bound<'py, PyArray1<u32>>> {
+        let max_len = convert::count("max_len", max_len)?;
+        Ok(PyArray1::from_vec(py, self.inner.best_chain(max_len)))
     }
 
     /// Boolean (n, n) mask: `[i, j]` is true iff j is i or an ancestor of i.
