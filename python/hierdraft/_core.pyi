@@ -33,6 +33,7 @@ __all__ = [
     "__version__",
     "linear_rows",
     "kernels_use_simd",
+    "QuantTensor",
 ]
 
 class StoreFormatError(ValueError):
@@ -202,3 +203,32 @@ def linear_rows(
 
 def kernels_use_simd() -> bool:
     """True when ``linear_rows`` runs its AVX2/FMA kernel on this CPU."""
+
+@final
+class QuantTensor:
+    """A weight matrix kept in its GGUF blocks (F32, F16, BF16, Q4_0, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K).
+
+    ``linear(x, out)`` equals ``linear_rows(x, self.dequantize(), out)`` bit for bit, and
+    ``dequantize()`` equals ``gguf.quants.dequantize`` bit for bit."""
+
+    @staticmethod
+    def from_bytes(
+        qtype: str, data: bytes | npt.NDArray[np.uint8], rows: int, cols: int
+    ) -> QuantTensor:
+        """A tensor over a copy of ``data``: exactly ``rows`` rows of ``cols`` values of ``qtype``."""
+    @property
+    def qtype(self) -> str: ...
+    @property
+    def type_id(self) -> int: ...
+    @property
+    def shape(self) -> tuple[int, int]: ...
+    @property
+    def nbytes(self) -> int: ...
+    def linear(self, x: npt.NDArray[np.float32], out: npt.NDArray[np.float32]) -> None:
+        """Writes ``x @ W.T`` into ``out`` ((r, cols) -> (r, rows), float32, C-contiguous)."""
+    def dequantize(self) -> npt.NDArray[np.float32]:
+        """The whole matrix as float32 (rows, cols)."""
+    def dequantize_rows(self, ids: npt.NDArray[np.int64], out: npt.NDArray[np.float32]) -> None:
+        """Writes row ``ids[j]``, dequantized, into row ``j`` of ``out`` (float32 (len(ids), cols))."""
+    def select_rows(self, order: npt.NDArray[np.int64]) -> QuantTensor:
+        """A new tensor whose row ``j`` is row ``order[j]`` of this one."""

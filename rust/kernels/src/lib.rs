@@ -7,10 +7,20 @@
 //! once, multiplies it with every input row while it sits in L1, and prefetches ahead, so a
 //! 17-row product costs little more than a one-row one. Pure Rust, no Python.
 
+mod cpu;
+mod dequant;
+mod error;
 mod ggml_type;
 mod linear_rows;
+mod product;
+mod qlinear;
 mod quant_matrix;
+mod tile_kernel;
 
+pub use cpu::simd_available;
+pub use dequant::{dequantize_row, dequantize_row_portable, dequantize_rows};
+pub use error::KernelError;
 pub use ggml_type::{ggml_type_name, GgmlType, UnsupportedType};
-pub use linear_rows::{linear_rows, linear_rows_portable, simd_available, KernelError};
+pub use linear_rows::{linear_rows, linear_rows_portable};
+pub use qlinear::{qlinear, qlinear_portable};
 pub use quant_matrix::{MatrixError, QuantMatrix, SharedBytes};

@@ -8,7 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 /// The slice of a numpy array, or a `ValueError` naming the array when it is not C-contiguous.
-fn contiguous<T>(slice: Result<T, numpy::AsSliceError>, what: &str) -> PyResult<T> {
+pub(crate) fn contiguous<T>(slice: Result<T, numpy::AsSliceError>, what: &str) -> PyResult<T> {
     slice.map_err(|_| PyValueError::new_err(format!("{what} must be C-contiguous")))
 }
 

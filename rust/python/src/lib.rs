@@ -10,6 +10,7 @@ mod convert;
 mod drafting;
 mod errors;
 mod kernels;
+mod quant;
 mod stores;
 
 #[pymodule]
@@ -22,6 +23,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<drafting::PyDraftTree>()?;
     m.add_function(wrap_pyfunction!(kernels::linear_rows, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::kernels_use_simd, m)?)?;
+    m.add_class::<quant::PyQuantTensor>()?;
     m.add(
         "StoreFormatError",
         m.py().get_type::<errors::StoreFormatError>(),
