@@ -149,8 +149,11 @@ def test_bad_drafter_argument_types() -> None:
         hierdraft.HierarchicalDrafter().propose_batch([1])  # type: ignore[list-item]
 
 
-def test_empty_order_drafts_nothing() -> None:
-    assert len(hierdraft.HierarchicalDrafter(order=()).start([1, 1]).propose()) == 0
+@pytest.mark.parametrize("order", [(), []])
+def test_empty_order_is_refused(order: Any) -> None:
+    # A drafter that reads no level would never draft: refused instead of silently useless.
+    with pytest.raises(ValueError, match="order names no level"):
+        hierdraft.HierarchicalDrafter(order=order)
 
 
 @pytest.mark.parametrize(

@@ -2,12 +2,13 @@
 
 Token inputs (``_TokenInput``) are 1-D C-contiguous numpy arrays of dtype uint32, int32 or int64,
 or lists / tuples of non-negative ints. Lookups return ``(uint32 token array, score)`` tuples,
-best first.
+best first. Settings typed ``int | None = None`` take the core's default when left out (see
+``default_settings()``).
 """
 
 import os
 from collections.abc import Iterable, Sequence
-from typing import Union, final
+from typing import ClassVar, Union, final
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +32,7 @@ __all__ = [
     "DraftTree",
     "StoreFormatError",
     "__version__",
+    "default_settings",
     "linear_rows",
     "kernels_use_simd",
     "QuantTensor",
@@ -43,7 +45,7 @@ class StoreFormatError(ValueError):
 class ContextStore:
     """Per-request n-gram index over a growing token sequence (hierarchy level 1)."""
 
-    def __new__(cls, min_ngram: int = 1, max_ngram: int = 4) -> ContextStore: ...
+    def __new__(cls, min_ngram: int | None = None, max_ngram: int | None = None) -> ContextStore: ...
     def extend(self, tokens: _TokenInput) -> None: ...
     def lookup(self, k: int = 8, max_len: int = 8) -> _Continuations: ...
     @property
@@ -58,22 +60,23 @@ class ContextStore:
 class ModelStore:
     """n-gram -> continuation statistics of the target model's outputs (hierarchy level 2)."""
 
+    MAX_NGRAM: ClassVar[int]
     def __new__(
         cls,
-        min_ngram: int = 1,
-        max_ngram: int = 3,
-        continuation_len: int = 6,
-        top_k: int = 8,
+        min_ngram: int | None = None,
+        max_ngram: int | None = None,
+        continuation_len: int | None = None,
+        top_k: int | None = None,
         vocab_size: int | None = None,
         metadata: str = "",
     ) -> ModelStore: ...
     @staticmethod
     def build(
         sequences: Iterable[_TokenInput],
-        min_ngram: int = 1,
-        max_ngram: int = 3,
-        continuation_len: int = 6,
-        top_k: int = 8,
+        min_ngram: int | None = None,
+        max_ngram: int | None = None,
+        continuation_len: int | None = None,
+        top_k: int | None = None,
         vocab_size: int | None = None,
         metadata: str = "",
     ) -> ModelStore: ...
@@ -96,6 +99,7 @@ class ModelStore:
     def vocab_size(self) -> int | None: ...
     @property
     def metadata(self) -> str: ...
+    def set_metadata(self, metadata: str) -> None: ...
 
 @final
 class CorpusIndex:
@@ -162,14 +166,14 @@ class HierarchicalDrafter:
         cls,
         model_store: ModelStore | None = None,
         corpus_index: CorpusIndex | None = None,
-        order: Sequence[str] = ...,  # ("context", "model", "corpus")
-        budget: int = 16,
-        max_depth: int = 8,
-        context_candidates: int = 8,
-        model_candidates: int = 8,
-        corpus_candidates: int = 8,
-        context_min_ngram: int = 1,
-        context_max_ngram: int = 4,
+        order: Sequence[str] | None = None,
+        budget: int | None = None,
+        max_depth: int | None = None,
+        context_candidates: int | None = None,
+        model_candidates: int | None = None,
+        corpus_candidates: int | None = None,
+        context_min_ngram: int | None = None,
+        context_max_ngram: int | None = None,
     ) -> HierarchicalDrafter: ...
     def start(self, prompt: _TokenInput) -> DraftSession: ...
     def propose_batch(self, sessions: Sequence[DraftSession]) -> list[DraftTree]: ...
@@ -195,6 +199,10 @@ class HierarchicalDrafter:
     def model_store(self) -> ModelStore | None: ...
     @property
     def corpus_index(self) -> CorpusIndex | None: ...
+
+def default_settings() -> dict[str, dict[str, int | tuple[str, ...] | None]]:
+    """The core's defaults, ``{class name: {setting: value}}``, of every setting that
+    ``ContextStore``, ``ModelStore`` and ``HierarchicalDrafter`` take as ``None`` (left out)."""
 
 def linear_rows(
     x: npt.NDArray[np.float32], weight: npt.NDArray[np.float32], out: npt.NDArray[np.float32]

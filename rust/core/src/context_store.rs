@@ -36,11 +36,16 @@ pub struct ContextStore {
 
 impl Default for ContextStore {
     fn default() -> Self {
-        Self::build(1, 4)
+        Self::build(Self::DEFAULT_MIN_NGRAM, Self::DEFAULT_MAX_NGRAM)
     }
 }
 
 impl ContextStore {
+    /// Shortest suffix matched by default: one token still finds a repeat in a short context.
+    pub const DEFAULT_MIN_NGRAM: usize = 1;
+    /// Longest suffix matched by default.
+    pub const DEFAULT_MAX_NGRAM: usize = 4;
+
     /// An empty store matching suffixes of `min_ngram..=max_ngram` tokens
     /// (`1 <= min_ngram <= max_ngram <= MAX_CONTEXT_NGRAM`).
     pub fn new(min_ngram: usize, max_ngram: usize) -> Result<Self> {

@@ -29,6 +29,7 @@ use rayon::prelude::*;
 use crate::continuation::{ChainTrie, Continuation};
 use crate::error::{check_tokens, Error, Result};
 use crate::persist::{self, FileContent, FileKind, U32Array};
+use crate::shared_store::SharedStore;
 use crate::suffix_array::suffix_array;
 
 /// Longest context suffix a lookup tries to match.
@@ -281,9 +282,7 @@ impl CorpusIndex {
     /// [`CorpusIndex::load`], failing with [`Error::VocabMismatch`] unless the index was built
     /// for `vocab_size`.
     pub fn load_expecting_vocab(path: impl AsRef<Path>, vocab_size: u32) -> Result<CorpusIndex> {
-        let index = Self::load(path)?;
-        persist::expect_vocab(index.vocab_size, vocab_size)?;
-        Ok(index)
+        <Self as SharedStore>::load_expecting_vocab(path.as_ref(), vocab_size)
     }
 }
 

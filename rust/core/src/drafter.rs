@@ -22,6 +22,7 @@ use crate::draft_tree::{DraftTree, DraftTreeBuilder};
 use crate::error::{check_tokens, Error, Result};
 use crate::level::Level;
 use crate::model_store::ModelStore;
+use crate::shared_store::SharedStore;
 
 /// Settings of a [`HierarchicalDrafter`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,8 +54,8 @@ impl Default for DrafterConfig {
             context_candidates: 8,
             model_candidates: 8,
             corpus_candidates: 8,
-            context_min_ngram: 1,
-            context_max_ngram: 4,
+            context_min_ngram: ContextStore::DEFAULT_MIN_NGRAM,
+            context_max_ngram: ContextStore::DEFAULT_MAX_NGRAM,
         }
     }
 }
@@ -63,6 +64,11 @@ impl DrafterConfig {
     /// Checks every setting; [`Error::InvalidArgument`] names the first bad one.
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::InvalidArgument(msg));
+        if self.order.is_empty() {
+            return bad("order names no level, so nothing would ever be drafted; give at least one \
+                 of \"context\", \"model\", \"corpus\""
+                .into());
+        }
         if self.budget == 0 {
             return bad("budget must be >= 1, got 0".into());
         }
@@ -118,6 +124,18 @@ struct Shared {
     corpus: Option<Arc<CorpusIndex>>,
     /// Vocabulary size known by the stores (the smallest, if both know one).
     vocab_size: Option<u32>,
+}
+
+impl Shared {
+    /// The shared store that serves `level`, if the drafter has one (none for the context level,
+    /// which every session keeps for itself).
+    fn store(&self, level: Level) -> Option<&dyn SharedStore> {
+        match level {
+            Level::Context => None,
+            Level::Model => self.model.as_deref().map(|m| m as &dyn SharedStore),
+            Level::Corpus => self.corpus.as_deref().map(|c| c as &dyn SharedStore),
+        }
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -201,11 +219,6 @@ impl HierarchicalDrafter {
             prompt_len: prompt.len(),
         })
     }
-
-    /// Proposes a draft tree for every session, in parallel; `result[i]` belongs to `sessions[i]`.
-    pub fn propose_batch(&self, sessions: &[&DraftSession]) -> Vec<DraftTree> {
-        propose_batch(sessions)
-    }
 }
 
 /// Proposes a draft tree for every session, in parallel (rayon); `result[i]` is for `sessions[i]`.
@@ -258,12 +271,8 @@ impl DraftSession {
             let k = cfg.candidates(level);
             let chains = match level {
                 Level::Context => self.context.lookup(k, cfg.max_depth),
-                Level::Model => match &self.shared.model {
-                    Some(m) => m.lookup(self.tokens(), k, cfg.max_depth),
-                    None => continue,
-                },
-                Level::Corpus => match &self.shared.corpus {
-                    Some(c) => c.lookup(self.tokens(), k, cfg.max_depth),
+                shared => match self.shared.store(shared) {
+                    Some(store) => store.lookup(self.tokens(), k, cfg.max_depth),
                     None => continue,
                 },
             };
@@ -336,6 +345,10 @@ mod tests {
                 order: vec![Level::Model, Level::Model],
                 ..ok.clone()
             },
+            DrafterConfig {
+                order: vec![],
+                ..ok.clone()
+            },
         ] {
             assert!(matches!(
                 HierarchicalDrafter::new(cfg, None, None),
@@ -384,7 +397,7 @@ mod tests {
             })
             .collect();
         let refs: Vec<&DraftSession> = sessions.iter().collect();
-        let batch = d.propose_batch(&refs);
+        let batch = propose_batch(&refs);
         for (s, t) in sessions.iter().zip(batch) {
             assert_eq!(s.propose(), t);
         }

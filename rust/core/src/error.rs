@@ -68,17 +68,24 @@ impl Error {
     }
 }
 
-/// Checks that no token is the reserved separator and, when the vocabulary is known, that each
-/// token is below it.
-pub(crate) fn check_tokens(tokens: &[u32], vocab_size: Option<u32>) -> Result<()> {
-    let limit = vocab_size.unwrap_or(u32::MAX);
-    match tokens.iter().copied().find(|&t| t >= limit) {
+/// Checks that every token is below `vocab_size`, when the vocabulary is known.
+pub(crate) fn check_vocab(tokens: &[u32], vocab_size: Option<u32>) -> Result<()> {
+    let Some(vocab_size) = vocab_size else {
+        return Ok(());
+    };
+    match tokens.iter().copied().find(|&t| t >= vocab_size) {
         None => Ok(()),
-        Some(token) => match vocab_size {
-            Some(vocab_size) if token != u32::MAX || vocab_size < u32::MAX => {
-                Err(Error::TokenOutOfVocab { token, vocab_size })
-            }
-            _ => Err(Error::ReservedToken { token }),
-        },
+        Some(token) => Err(Error::TokenOutOfVocab { token, vocab_size }),
     }
+}
+
+/// Checks that no token is the reserved separator and, when the vocabulary is known, that each
+/// token is below it (what every store checks before it stores tokens).
+pub(crate) fn check_tokens(tokens: &[u32], vocab_size: Option<u32>) -> Result<()> {
+    // Even a vocabulary of u32::MAX ids cannot hold the separator: that is the reserved error.
+    check_vocab(tokens, vocab_size.filter(|&v| v < u32::MAX))?;
+    if tokens.contains(&u32::MAX) {
+        return Err(Error::ReservedToken { token: u32::MAX });
+    }
+    Ok(())
 }

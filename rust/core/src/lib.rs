@@ -12,6 +12,7 @@ mod model_segment;
 pub mod model_store;
 mod ngram_hash;
 pub mod persist;
+pub mod shared_store;
 mod suffix_array;
 
 pub use context_store::ContextStore;
@@ -22,3 +23,4 @@ pub use drafter::{propose_batch, DraftSession, DrafterConfig, HierarchicalDrafte
 pub use error::{Error, Result};
 pub use level::Level;
 pub use model_store::{ModelStore, ModelStoreBuilder, ModelStoreConfig};
+pub use shared_store::SharedStore;

@@ -20,6 +20,7 @@ use crate::error::{check_tokens, Error, Result};
 use crate::model_segment::{Pruning, Segment, SEQ_SEPARATOR};
 use crate::ngram_hash;
 use crate::persist::{self, FileContent, FileKind};
+use crate::shared_store::SharedStore;
 
 /// Upper bound on `max_ngram`.
 pub const MAX_MODEL_NGRAM: usize = 16;
@@ -137,8 +138,8 @@ impl ModelStoreBuilder {
             self.config.max_ngram,
             self.config.pruning(),
         );
-        let mut store = ModelStore::from_base(self.config, base);
-        store.metadata = self.metadata;
+        let store = ModelStore::from_base(self.config, base);
+        store.set_metadata(self.metadata);
         store
     }
 }
@@ -154,7 +155,9 @@ struct Overlay {
 #[derive(Debug)]
 pub struct ModelStore {
     config: ModelStoreConfig,
-    metadata: String,
+    /// Replaceable through `&self` like the overlay: a store shared with running drafters can
+    /// still be told what it now holds (e.g. after a merge) before it is saved.
+    metadata: ArcSwap<String>,
     base: Segment,
     overlay: ArcSwap<Overlay>,
     writer: Mutex<()>,
@@ -165,7 +168,7 @@ impl ModelStore {
         let num_keys = base.num_entries();
         ModelStore {
             config,
-            metadata: String::new(),
+            metadata: ArcSwap::from_pointee(String::new()),
             base,
             overlay: ArcSwap::from_pointee(Overlay {
                 segments: Vec::new(),
@@ -182,10 +185,13 @@ impl ModelStore {
     }
 
     /// Counts `sequences` into a frozen store.
-    pub fn from_sequences(config: ModelStoreConfig, sequences: &[&[u32]]) -> Result<Self> {
+    pub fn from_sequences<S: AsRef<[u32]>>(
+        config: ModelStoreConfig,
+        sequences: &[S],
+    ) -> Result<Self> {
         let mut builder = ModelStoreBuilder::new(config)?;
         for s in sequences {
-            builder.add_sequence(s)?;
+            builder.add_sequence(s.as_ref())?;
         }
         Ok(builder.build())
     }
@@ -201,13 +207,13 @@ impl ModelStore {
     }
 
     /// Free-form description stored in the file (e.g. tokenizer name and vocabulary hash).
-    pub fn metadata(&self) -> &str {
-        &self.metadata
+    pub fn metadata(&self) -> String {
+        self.metadata.load().as_ref().clone()
     }
 
-    /// Sets the free-form description stored in the file.
-    pub fn set_metadata(&mut self, metadata: impl Into<String>) {
-        self.metadata = metadata.into();
+    /// Replaces the free-form description stored in the file (readers are never blocked).
+    pub fn set_metadata(&self, metadata: impl Into<String>) {
+        self.metadata.store(Arc::new(metadata.into()));
     }
 
     /// Number of distinct keys, online additions included.
@@ -310,6 +316,7 @@ impl ModelStore {
     /// Writes the store (online additions included) to `path` atomically.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let merged = self.merged();
+        let metadata = self.metadata.load();
         let c = &self.config;
         persist::write_file(
             path.as_ref(),
@@ -322,7 +329,7 @@ impl ModelStore {
                     c.continuation_len as u64,
                     c.top_k as u64,
                 ],
-                metadata: &self.metadata,
+                metadata: &metadata,
                 sections: &merged.sections(),
             },
         )
@@ -351,16 +358,14 @@ impl ModelStore {
             config.min_ngram..config.max_ngram + 1,
             config.vocab_size,
         )?;
-        let mut store = ModelStore::from_base(config, base);
-        store.metadata = file.metadata;
+        let store = ModelStore::from_base(config, base);
+        store.set_metadata(file.metadata);
         Ok(store)
     }
 
     /// [`ModelStore::load`], failing with [`Error::VocabMismatch`] unless the store was built
     /// for `vocab_size`.
     pub fn load_expecting_vocab(path: impl AsRef<Path>, vocab_size: u32) -> Result<ModelStore> {
-        let store = Self::load(path)?;
-        persist::expect_vocab(store.config.vocab_size, vocab_size)?;
-        Ok(store)
+        <Self as SharedStore>::load_expecting_vocab(path.as_ref(), vocab_size)
     }
 }

@@ -182,6 +182,12 @@ pub fn count(name: &str, value: i64) -> PyResult<usize> {
         .map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {value}")))
 }
 
+/// A count setting left out (`None`) takes `default` (the core's); a given one is validated like
+/// [`count`].
+pub fn setting(name: &str, value: Option<i64>, default: usize) -> PyResult<usize> {
+    value.map_or(Ok(default), |v| count(name, v))
+}
+
 /// Validates an optional vocabulary size (`>= 1`, fits in u32).
 pub fn vocab_size(value: Option<i64>) -> PyResult<Option<u32>> {
     value
@@ -193,19 +199,6 @@ pub fn vocab_size(value: Option<i64>) -> PyResult<Option<u32>> {
             ))),
         })
         .transpose()
-}
-
-/// Rejects ids `>= vocab_size` when the store knows its vocabulary.
-pub fn check_vocab(tokens: &[u32], vocab_size: Option<u32>, what: &str) -> PyResult<()> {
-    if let Some(v) = vocab_size {
-        if let Some(i) = tokens.iter().position(|&t| t >= v) {
-            return Err(PyValueError::new_err(format!(
-                "{what}[{i}] = {}: token id out of the vocabulary (vocab_size = {v})",
-                tokens[i]
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Lookup results as a list of `(uint32 token array, score)` tuples.

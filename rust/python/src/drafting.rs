@@ -1,8 +1,9 @@
 //! Python classes of the drafter: `HierarchicalDrafter`, `DraftSession` and `DraftTree`.
 //!
-//! Translation only: settings and tokens are validated and copied into Rust values, the GIL is
-//! released around drafting, and core errors become Python exceptions. A session lives behind an
-//! `RwLock` (`accept` and `finish` mutate it) and is `None` once finished.
+//! Translation only: settings and tokens are validated and copied into Rust values (settings left
+//! out take the core's defaults), the GIL is released around drafting, and core errors become
+//! Python exceptions. A session lives behind an `RwLock` (`accept` and `finish` mutate it) and is
+//! `None` once finished.
 
 use std::sync::{RwLock, RwLockReadGuard};
 
@@ -17,10 +18,6 @@ use crate::convert;
 use crate::errors::{poisoned, to_py};
 use crate::stores::{PyCorpusIndex, PyModelStore};
 
-fn default_order() -> Vec<String> {
-    Level::ALL.iter().map(|l| l.name().to_string()).collect()
-}
-
 /// Drafts from the context, model and corpus stores into one prefix tree under a node budget.
 #[pyclass(frozen, name = "HierarchicalDrafter", module = "hierdraft._core")]
 pub struct PyHierarchicalDrafter {
@@ -31,46 +28,71 @@ pub struct PyHierarchicalDrafter {
 
 #[pymethods]
 impl PyHierarchicalDrafter {
+    /// Settings left out (`None`) take the core's defaults (`DrafterConfig::default()`).
     #[new]
     #[pyo3(signature = (
         model_store = None,
         corpus_index = None,
-        order = default_order(),
-        budget = 16,
-        max_depth = 8,
-        context_candidates = 8,
-        model_candidates = 8,
-        corpus_candidates = 8,
-        context_min_ngram = 1,
-        context_max_ngram = 4,
+        order = None,
+        budget = None,
+        max_depth = None,
+        context_candidates = None,
+        model_candidates = None,
+        corpus_candidates = None,
+        context_min_ngram = None,
+        context_max_ngram = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         model_store: Option<Bound<'_, PyModelStore>>,
         corpus_index: Option<Bound<'_, PyCorpusIndex>>,
-        order: Vec<String>,
-        budget: i64,
-        max_depth: i64,
-        context_candidates: i64,
-        model_candidates: i64,
-        corpus_candidates: i64,
-        context_min_ngram: i64,
-        context_max_ngram: i64,
+        order: Option<Vec<String>>,
+        budget: Option<i64>,
+        max_depth: Option<i64>,
+        context_candidates: Option<i64>,
+        model_candidates: Option<i64>,
+        corpus_candidates: Option<i64>,
+        context_min_ngram: Option<i64>,
+        context_max_ngram: Option<i64>,
     ) -> PyResult<Self> {
-        let order = order
-            .iter()
-            .map(|n| Level::from_name(n))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(to_py)?;
+        let default = DrafterConfig::default();
+        let order = match order {
+            Some(names) => names
+                .iter()
+                .map(|n| Level::from_name(n))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(to_py)?,
+            None => default.order,
+        };
         let config = DrafterConfig {
             order,
-            budget: convert::count("budget", budget)?,
-            max_depth: convert::count("max_depth", max_depth)?,
-            context_candidates: convert::count("context_candidates", context_candidates)?,
-            model_candidates: convert::count("model_candidates", model_candidates)?,
-            corpus_candidates: convert::count("corpus_candidates", corpus_candidates)?,
-            context_min_ngram: convert::count("context_min_ngram", context_min_ngram)?,
-            context_max_ngram: convert::count("context_max_ngram", context_max_ngram)?,
+            budget: convert::setting("budget", budget, default.budget)?,
+            max_depth: convert::setting("max_depth", max_depth, default.max_depth)?,
+            context_candidates: convert::setting(
+                "context_candidates",
+                context_candidates,
+                default.context_candidates,
+            )?,
+            model_candidates: convert::setting(
+                "model_candidates",
+                model_candidates,
+                default.model_candidates,
+            )?,
+            corpus_candidates: convert::setting(
+                "corpus_candidates",
+                corpus_candidates,
+                default.corpus_candidates,
+            )?,
+            context_min_ngram: convert::setting(
+                "context_min_ngram",
+                context_min_ngram,
+                default.context_min_ngram,
+            )?,
+            context_max_ngram: convert::setting(
+                "context_max_ngram",
+                context_max_ngram,
+                default.context_max_ngram,
+            )?,
         };
         let model = model_store.as_ref().map(|m| m.get().inner.clone());
         let corpus = corpus_index.as_ref().map(|c| c.get().inner.clone());

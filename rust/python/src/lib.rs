@@ -7,6 +7,7 @@
 use pyo3::prelude::*;
 
 mod convert;
+mod defaults;
 mod drafting;
 mod errors;
 mod kernels;
@@ -21,6 +22,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<drafting::PyHierarchicalDrafter>()?;
     m.add_class::<drafting::PyDraftSession>()?;
     m.add_class::<drafting::PyDraftTree>()?;
+    m.add_function(wrap_pyfunction!(defaults::default_settings, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::linear_rows, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::kernels_use_simd, m)?)?;
     m.add_class::<quant::PyQuantTensor>()?;

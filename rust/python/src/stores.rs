@@ -1,14 +1,15 @@
 //! Python classes of the three token stores: `ContextStore`, `ModelStore`, `CorpusIndex`.
 //!
-//! Translation only: inputs are validated and copied into Rust values, the GIL is released around
-//! every lookup / build / load / save, and core errors become Python exceptions.
+//! Translation only: inputs are validated and copied into Rust values, settings left out (`None`)
+//! take the core's defaults, the GIL is released around every lookup / build / load / save, and
+//! core errors become Python exceptions. Both shared stores are served through the core's
+//! [`SharedStore`] trait, one generic function per Python method.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use hierdraft_core::{
-    ContextStore, Continuation, CorpusIndex, ModelStore, ModelStoreBuilder, ModelStoreConfig,
-};
+use hierdraft_core::model_store::MAX_MODEL_NGRAM;
+use hierdraft_core::{ContextStore, CorpusIndex, ModelStore, ModelStoreConfig, SharedStore};
 use numpy::PyArray1;
 use pyo3::prelude::*;
 
@@ -24,11 +25,11 @@ pub struct PyContextStore {
 #[pymethods]
 impl PyContextStore {
     #[new]
-    #[pyo3(signature = (min_ngram = 1, max_ngram = 4))]
-    fn new(min_ngram: i64, max_ngram: i64) -> PyResult<Self> {
+    #[pyo3(signature = (min_ngram = None, max_ngram = None))]
+    fn new(min_ngram: Option<i64>, max_ngram: Option<i64>) -> PyResult<Self> {
         let store = ContextStore::new(
-            convert::count("min_ngram", min_ngram)?,
-            convert::count("max_ngram", max_ngram)?,
+            convert::setting("min_ngram", min_ngram, ContextStore::DEFAULT_MIN_NGRAM)?,
+            convert::setting("max_ngram", max_ngram, ContextStore::DEFAULT_MAX_NGRAM)?,
         )
         .map_err(to_py)?;
         Ok(Self {
@@ -94,48 +95,9 @@ impl PyContextStore {
     }
 }
 
-/// What the Python classes of the two shared stores (`ModelStore`, `CorpusIndex`) do the same
-/// way: look up a context, save to a file, load from one. The core types have these methods with
-/// the same signatures; the trait lets one generic function per Python method serve both.
-trait SharedStore: Sized + Send + Sync {
-    fn vocab_size(&self) -> Option<u32>;
-    fn lookup(&self, context: &[u32], k: usize, max_len: usize) -> Vec<Continuation>;
-    fn save(&self, path: &Path) -> hierdraft_core::Result<()>;
-    fn load(path: &Path) -> hierdraft_core::Result<Self>;
-    fn load_expecting_vocab(path: &Path, vocab_size: u32) -> hierdraft_core::Result<Self>;
-}
-
-/// Implements [`SharedStore`] by forwarding to the core type's own (inherent) methods.
-macro_rules! shared_store {
-    ($($store:ty),*) => {$(
-        impl SharedStore for $store {
-            fn vocab_size(&self) -> Option<u32> {
-                <$store>::vocab_size(self)
-            }
-
-            fn lookup(&self, context: &[u32], k: usize, max_len: usize) -> Vec<Continuation> {
-                <$store>::lookup(self, context, k, max_len)
-            }
-
-            fn save(&self, path: &Path) -> hierdraft_core::Result<()> {
-                <$store>::save(self, path)
-            }
-
-            fn load(path: &Path) -> hierdraft_core::Result<Self> {
-                <$store>::load(path)
-            }
-
-            fn load_expecting_vocab(path: &Path, vocab_size: u32) -> hierdraft_core::Result<Self> {
-                <$store>::load_expecting_vocab(path, vocab_size)
-            }
-        }
-    )*};
-}
-
-shared_store!(ModelStore, CorpusIndex);
-
 /// `lookup(context, k, max_len)` of a shared store: validates the arguments (context tokens,
-/// their vocabulary, then `k` and `max_len`) and looks up without the GIL.
+/// then `k` and `max_len`) and looks up without the GIL (the core refuses ids outside the
+/// store's vocabulary).
 fn lookup<'py, S: SharedStore>(
     store: &S,
     py: Python<'py>,
@@ -144,9 +106,10 @@ fn lookup<'py, S: SharedStore>(
     max_len: i64,
 ) -> PyResult<Vec<(Bound<'py, PyArray1<u32>>, f32)>> {
     let context = convert::tokens(context, "context")?;
-    convert::check_vocab(&context, store.vocab_size(), "context")?;
     let (k, max_len) = (convert::count("k", k)?, convert::count("max_len", max_len)?);
-    let found = py.detach(|| store.lookup(&context, k, max_len));
+    let found = py
+        .detach(|| store.checked_lookup(&context, k, max_len))
+        .map_err(to_py)?;
     Ok(convert::continuations(py, found))
 }
 
@@ -178,55 +141,48 @@ pub struct PyModelStore {
     pub(crate) inner: Arc<ModelStore>,
 }
 
+/// The store settings: each one given, else the core's default.
 fn model_config(
-    min_ngram: i64,
-    max_ngram: i64,
-    continuation_len: i64,
-    top_k: i64,
+    min_ngram: Option<i64>,
+    max_ngram: Option<i64>,
+    continuation_len: Option<i64>,
+    top_k: Option<i64>,
     vocab_size: Option<i64>,
 ) -> PyResult<ModelStoreConfig> {
+    let default = ModelStoreConfig::default();
     Ok(ModelStoreConfig {
-        min_ngram: convert::count("min_ngram", min_ngram)?,
-        max_ngram: convert::count("max_ngram", max_ngram)?,
-        continuation_len: convert::count("continuation_len", continuation_len)?,
-        top_k: convert::count("top_k", top_k)?,
-        vocab_size: convert::vocab_size(vocab_size)?,
+        min_ngram: convert::setting("min_ngram", min_ngram, default.min_ngram)?,
+        max_ngram: convert::setting("max_ngram", max_ngram, default.max_ngram)?,
+        continuation_len: convert::setting(
+            "continuation_len",
+            continuation_len,
+            default.continuation_len,
+        )?,
+        top_k: convert::setting("top_k", top_k, default.top_k)?,
+        vocab_size: convert::vocab_size(vocab_size)?.or(default.vocab_size),
     })
-}
-
-fn build_model_store(
-    config: ModelStoreConfig,
-    sequences: &[Vec<u32>],
-    metadata: String,
-) -> hierdraft_core::Result<ModelStore> {
-    let mut builder = ModelStoreBuilder::new(config)?;
-    for seq in sequences {
-        builder.add_sequence(seq)?;
-    }
-    let mut store = builder.build();
-    store.set_metadata(metadata);
-    Ok(store)
 }
 
 #[pymethods]
 impl PyModelStore {
+    /// The largest `max_ngram` a model store accepts.
+    #[classattr]
+    const MAX_NGRAM: usize = MAX_MODEL_NGRAM;
+
     /// An empty store that grows with `add()`.
     #[new]
-    #[pyo3(signature = (min_ngram = 1, max_ngram = 3, continuation_len = 6, top_k = 8, vocab_size = None, metadata = ""))]
+    #[pyo3(signature = (min_ngram = None, max_ngram = None, continuation_len = None, top_k = None, vocab_size = None, metadata = ""))]
     fn new(
-        py: Python<'_>,
-        min_ngram: i64,
-        max_ngram: i64,
-        continuation_len: i64,
-        top_k: i64,
+        min_ngram: Option<i64>,
+        max_ngram: Option<i64>,
+        continuation_len: Option<i64>,
+        top_k: Option<i64>,
         vocab_size: Option<i64>,
         metadata: &str,
     ) -> PyResult<Self> {
         let config = model_config(min_ngram, max_ngram, continuation_len, top_k, vocab_size)?;
-        let metadata = metadata.to_string();
-        let store = py
-            .detach(|| build_model_store(config, &[], metadata))
-            .map_err(to_py)?;
+        let store = ModelStore::empty(config).map_err(to_py)?;
+        store.set_metadata(metadata);
         Ok(Self {
             inner: Arc::new(store),
         })
@@ -234,24 +190,24 @@ impl PyModelStore {
 
     /// Counts the n-gram continuations of `sequences` and freezes them into a store.
     #[staticmethod]
-    #[pyo3(signature = (sequences, min_ngram = 1, max_ngram = 3, continuation_len = 6, top_k = 8, vocab_size = None, metadata = ""))]
+    #[pyo3(signature = (sequences, min_ngram = None, max_ngram = None, continuation_len = None, top_k = None, vocab_size = None, metadata = ""))]
     #[allow(clippy::too_many_arguments)]
     fn build(
         py: Python<'_>,
         sequences: &Bound<'_, PyAny>,
-        min_ngram: i64,
-        max_ngram: i64,
-        continuation_len: i64,
-        top_k: i64,
+        min_ngram: Option<i64>,
+        max_ngram: Option<i64>,
+        continuation_len: Option<i64>,
+        top_k: Option<i64>,
         vocab_size: Option<i64>,
         metadata: &str,
     ) -> PyResult<Self> {
         let config = model_config(min_ngram, max_ngram, continuation_len, top_k, vocab_size)?;
         let sequences = convert::token_lists(sequences, "sequences")?;
-        let metadata = metadata.to_string();
         let store = py
-            .detach(|| build_model_store(config, &sequences, metadata))
+            .detach(|| ModelStore::from_sequences(config, &sequences))
             .map_err(to_py)?;
+        store.set_metadata(metadata);
         Ok(Self {
             inner: Arc::new(store),
         })
@@ -322,7 +278,13 @@ impl PyModelStore {
 
     #[getter]
     fn metadata(&self) -> String {
-        self.inner.metadata().to_string()
+        self.inner.metadata()
+    }
+
+    /// Replaces the metadata string that `save()` writes (drafters sharing the store keep
+    /// drafting meanwhile).
+    fn set_metadata(&self, metadata: &str) {
+        self.inner.set_metadata(metadata);
     }
 
     fn __repr__(&self) -> String {
