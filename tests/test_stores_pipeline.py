@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from hierdraft import _core as hd_core
 from hierdraft import stores
 from hierdraft.stores import (
     CheckpointError,
@@ -323,6 +324,70 @@ def test_merge_into_a_store_without_checkpoint_adds_online(tmp_path, tok, model,
     assert load_model_store(out, tok).num_keys >= before
 
 
+def _checkpoint_records(out):
+    return [json.loads(line) for line in checkpoint_path_for(out).read_text().splitlines()[1:]]
+
+
+def test_merging_twice_online_keeps_every_generation(tmp_path, tok, model, prompts_file):
+    """A store without its checkpoint, merged into twice: the second merge must not mistake the
+    checkpoint of the first merge for the store's own generations (stale metadata did)."""
+    out = tmp_path / "m.hdms"
+    generations: list[list[int]] = []
+    record = lambda i, tokens: generations.append(list(tokens))  # noqa: E731
+    _build(model, tok, prompts_file, out, num_prompts=2, on_generation=record)
+    original = _checkpoint_records(out)
+    checkpoint_path_for(out).unlink()  # the store now comes "from elsewhere"
+    first = _build(model, tok, prompts_file, out, num_prompts=2, merge=True, on_generation=record)
+    assert any("online" in n for n in first.notes)
+    merged_once = stores.decode_metadata(load_model_store(out, tok).metadata)
+    assert merged_once["prompts"] == 4 and len(merged_once["prompt_keys"]) == 4
+    second = _build(model, tok, prompts_file, out, num_prompts=2, merge=True, on_generation=record)
+    assert any("online" in n for n in second.notes)
+    assert len(generations) == 6
+
+    merged = load_model_store(out, tok)
+    meta = stores.decode_metadata(merged.metadata)
+    assert meta["prompts"] == 6 and len(set(meta["prompt_keys"])) == 6
+    assert meta["generated_tokens"] == sum(len(g) for g in generations) == second.tokens
+    assert second.documents == 6
+    # The same store, made by hand: the first two generations frozen, then each merge's two
+    # added online to the loaded store and saved.
+    sequences = [list(s) for s in stores.model_store.iter_sequences(original + _checkpoint_records(out), 3)]
+    reference = hd_core.ModelStore.build(sequences[:2], vocab_size=merged.vocab_size)
+    for merge_sequences in (sequences[2:4], sequences[4:]):
+        for seq in merge_sequences:
+            reference.add(seq)
+        reference.save(tmp_path / "reference.hdms")
+        reference = hd_core.ModelStore.load(tmp_path / "reference.hdms")
+    assert merged.num_keys == reference.num_keys
+    contexts = [[i] for i in range(len(tok))] + [s[:n] for s in sequences for n in (2, 3)]
+    assert _lookup_table(merged, contexts) == _lookup_table(reference, contexts)
+
+
+def test_long_keys_see_as_much_prompt_as_max_ngram(tmp_path, tok, model, prompts_file):
+    """With max_ngram above 8 the store still counts max_ngram prompt tokens before each
+    generation (the checkpoint used to keep only 8)."""
+    out = tmp_path / "m.hdms"
+    max_ngram = 12
+    _build(model, tok, prompts_file, out, num_prompts=3, max_ngram=max_ngram)
+    records = _checkpoint_records(out)
+    lines = prompts_file.read_text().splitlines()[:3]
+    prompt_ids = [tok.encode(f"Question: {line}\n\nAnswer:") for line in lines]
+    assert all(len(ids) > 8 for ids in prompt_ids)  # so the old cap would cut them
+    for record, ids in zip(records, prompt_ids):
+        assert record["context"] == ids[-hd_core.ModelStore.MAX_NGRAM:]
+    store = load_model_store(out, tok)
+    assert store.max_ngram == max_ngram
+    reference = hd_core.ModelStore.build(
+        [ids[-max_ngram:] + r["tokens"] for ids, r in zip(prompt_ids, records)],
+        max_ngram=max_ngram,
+        vocab_size=store.vocab_size,
+    )
+    assert store.num_keys == reference.num_keys
+    contexts = [ids[-n:] for ids in prompt_ids for n in range(1, max_ngram + 1)]
+    assert _lookup_table(store, contexts) == _lookup_table(reference, contexts)
+
+
 def test_checkpoint_of_another_build_is_not_mixed_in(tmp_path, tok, model, prompts_file):
     out = tmp_path / "m.hdms"
     _build(model, tok, prompts_file, out, num_prompts=2, max_new_tokens=8)
@@ -367,8 +432,10 @@ def test_default_drafter_builds_once_then_loads(tmp_path, monkeypatch, tok, mode
     monkeypatch.setattr(defaults, "build_default_stores", no_build)
     again = stores.default_drafter(tok, model=model, progress=False)
     assert again.corpus_index.num_tokens == drafter.corpus_index.num_tokens
-    session = again.start(tok.encode("the quick brown"))
-    assert len(session.propose()) >= 0
+    # The loaded drafter drafts: its context level, read first, continues a repeated phrase.
+    tree = again.start(tok.encode("the cat sat on the mat and the cat")).propose()
+    assert len(tree) > 0
+    assert int(tree.tokens[0]) == tok.convert_tokens_to_ids("sat") and int(tree.sources[0]) == 0
     # another tokenizer gets its own folder: nothing is built without permission
     bare = stores.default_drafter(make_tokenizer(WORDS[:10], name="other"), build_if_missing=False, progress=False)
     assert bare.model_store is None and bare.corpus_index is None

@@ -35,21 +35,32 @@ def format_prompt(question: Question | str) -> str:
     return PROMPT_TEMPLATE.format(question=text.strip())
 
 
-def encode_prompt(tokenizer: Any, text: str, *, chat_template: bool = False) -> list[int]:
-    """Token ids of ``text`` for ``tokenizer``.
+def token_ids(tokenizer: Any, text: str, *, chat_template: bool = False) -> list[int]:
+    """Token ids of ``text`` for ``tokenizer`` (possibly none).
 
     ``tokenizer`` is a Hugging Face tokenizer (anything with ``encode(text)``, which adds the
-    model's special tokens) or a plain callable ``text -> list[int]``.
+    model's special tokens) or a plain callable ``text -> list[int]``. With ``chat_template``
+    the text is the user turn of the tokenizer's chat template, followed by the generation
+    prompt.
     """
     if chat_template:
         ids = tokenizer.apply_chat_template(
             [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
         )
+        if isinstance(ids, dict) or hasattr(ids, "keys"):  # a BatchEncoding
+            ids = ids["input_ids"]
     elif hasattr(tokenizer, "encode"):
         ids = tokenizer.encode(text)
     else:
         ids = tokenizer(text)
-    ids = [int(t) for t in ids]
+    if hasattr(ids, "ids"):  # a tokenizers.Encoding
+        ids = ids.ids
+    return [int(t) for t in ids]
+
+
+def encode_prompt(tokenizer: Any, text: str, *, chat_template: bool = False) -> list[int]:
+    """:func:`token_ids` of a prompt, which must encode to at least one token."""
+    ids = token_ids(tokenizer, text, chat_template=chat_template)
     if not ids:
         raise ValueError("the prompt encodes to no tokens")
     return ids

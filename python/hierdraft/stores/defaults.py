@@ -4,11 +4,11 @@
 model store and corpus index for this tokenizer from ``paths.stores_dir()`` (building the
 missing ones first, with a message and progress bars) and returns a ``HierarchicalDrafter``.
 
-Sizes (measured on this project's 2-core machine): the corpus index is the whole ShareGPT
-package (128,935 turns, 26.8M Gemma tokens, 205 MiB, about 2 minutes: 90 s tokenizing, 17 s
-indexing). The model store is ``SMALL_MODEL_PROMPTS`` x ``SMALL_MODEL_TOKENS`` greedy
-generations by default (a few minutes of decoding on 2 idle cores); ``full=True`` (CLI:
-``hierdraft build defaults --full``) uses ``FULL_MODEL_PROMPTS`` x ``FULL_MODEL_TOKENS``.
+Sizes: the corpus index is the whole ShareGPT package (128,935 turns, 26.8M Gemma tokens,
+205 MiB), tokenized and indexed once. The model store is ``SMALL_MODEL_PROMPTS`` x
+``SMALL_MODEL_TOKENS`` greedy generations by default, kept small because it is decoded by the
+target model itself on first use; ``full=True`` (CLI: ``hierdraft build defaults --full``) uses
+``FULL_MODEL_PROMPTS`` x ``FULL_MODEL_TOKENS``. The README gives how long each build takes.
 Files are named by their size; the largest one present is used.
 """
 

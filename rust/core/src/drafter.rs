@@ -65,9 +65,11 @@ impl DrafterConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::InvalidArgument(msg));
         if self.order.is_empty() {
-            return bad("order names no level, so nothing would ever be drafted; give at least one \
+            return bad(
+                "order names no level, so nothing would ever be drafted; give at least one \
                  of \"context\", \"model\", \"corpus\""
-                .into());
+                    .into(),
+            );
         }
         if self.budget == 0 {
             return bad("budget must be >= 1, got 0".into());
