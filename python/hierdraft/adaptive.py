@@ -1,8 +1,9 @@
 """`AdaptiveDrafter`: trims each draft tree to the nodes that are worth verifying.
 
-Each extra node makes the verification forward more expensive. On CPU, with Gemma 3 270M, one node
-costs about 4% of a plain step. A node pays off only if it is likely enough to be accepted. The
-wrapper learns both quantities online, from what it sees through the session protocol:
+Each extra node makes the verification forward more expensive (on CPU by a few percent of a plain
+step per node; the README gives measured figures). A node pays off only if it is likely enough to
+be accepted. The wrapper learns both quantities online, from what it sees through the session
+protocol:
 
 - acceptance: whether each proposed node ended up on the accepted path. Counts are kept per
   bucket (the level that proposed the node, its depth, and whether it is its parent's first
@@ -46,6 +47,17 @@ Bucket = tuple[int, int, bool]  # (source level, depth, first child of its paren
 # How many of its own observations a request needs before they weigh as much as the
 # cross-request rate.
 SESSION_PRIOR_WEIGHT = 4.0
+# Nodes deeper than this share one bucket: they are rare, so separate buckets would never move
+# far from the prior.
+MAX_BUCKET_DEPTH = 16
+# Weight of the newest plain (tree-less) step in the running mean of their time: smooths out the
+# noise of single steps while still following a machine whose speed drifts.
+PLAIN_STEP_WEIGHT = 0.2
+# Tree steps needed before a fitted slope is trusted over the prior one.
+MIN_STEPS_FOR_SLOPE = 8
+# One step in this many verifies the whole tree: often enough that buckets that were cut are
+# measured again within a request, seldom enough that the full trees cost little.
+DEFAULT_EXPLORE_EVERY = 16
 
 
 class AcceptanceStats:
@@ -103,7 +115,10 @@ class StepCost:
         if not seconds > 0:
             return
         if nodes == 0:
-            self._plain = seconds if self._plain is None else 0.8 * self._plain + 0.2 * seconds
+            if self._plain is None:
+                self._plain = seconds
+            else:
+                self._plain = (1.0 - PLAIN_STEP_WEIGHT) * self._plain + PLAIN_STEP_WEIGHT * seconds
             return
         if len(self._tree_steps) == self._tree_steps.maxlen:
             self._add(*self._tree_steps.popleft(), -1.0)
@@ -119,7 +134,7 @@ class StepCost:
         mean_n, mean_t = sn / k, st / k
         var_n = snn / k - mean_n * mean_n
         slope = None
-        if k >= 8 and var_n >= 1.0:
+        if k >= MIN_STEPS_FOR_SLOPE and var_n >= 1.0:
             fitted = (snt / k - mean_n * mean_t) / var_n
             if fitted >= 0:
                 slope = fitted
@@ -143,7 +158,7 @@ def _buckets(parents: np.ndarray, depths: np.ndarray, sources: np.ndarray) -> li
     seen: set[int] = set()
     out: list[Bucket] = []
     for p, d, s in zip(parents.tolist(), depths.tolist(), sources.tolist()):
-        out.append((int(s), min(int(d), 16), p not in seen))
+        out.append((int(s), min(int(d), MAX_BUCKET_DEPTH), p not in seen))
         seen.add(p)
     return out
 
@@ -168,7 +183,7 @@ class AdaptiveDrafter:
     def __init__(
         self,
         drafter: DrafterLike,
-        explore_every: int = 16,
+        explore_every: int = DEFAULT_EXPLORE_EVERY,
         stats: AcceptanceStats | None = None,
         cost: StepCost | None = None,
     ):

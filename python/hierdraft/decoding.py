@@ -35,6 +35,19 @@ __all__ = ["GenerationResult", "SpeculativeDecoder", "generate", "iter_generate"
 
 StreamCallback = Callable[[list[int]], Any]
 
+# A seed drives two generators: one for the sampled tokens and one for the acceptance tests'
+# uniform draws. The second seed is derived from the first so that the two streams differ: an
+# odd multiplier near 2^32 / golden ratio (Knuth's multiplicative hash) sends neighbouring seeds
+# far apart, the offset keeps seed 0 off 0, and the modulus keeps the result a valid torch seed.
+UNIFORM_SEED_MULTIPLIER = 2654435761
+UNIFORM_SEED_OFFSET = 97
+TORCH_SEED_MODULUS = 2**63
+
+
+def uniform_seed(seed: int) -> int:
+    """The seed of the acceptance tests' generator for the user's ``seed``."""
+    return (int(seed) * UNIFORM_SEED_MULTIPLIER + UNIFORM_SEED_OFFSET) % TORCH_SEED_MODULUS
+
 
 @dataclass
 class GenerationResult:
@@ -190,7 +203,7 @@ class SpeculativeDecoder:
         self.uniform_generator: torch.Generator | None = None
         if seed is not None:
             self.generator = torch.Generator(device=self.layout.device).manual_seed(int(seed))
-            self.uniform_generator = torch.Generator().manual_seed((int(seed) * 2654435761 + 97) % (2**63))
+            self.uniform_generator = torch.Generator().manual_seed(uniform_seed(seed))
         self.tokens: list[int] = []
         self.accepted_per_step: list[int] = []
         self.draft_times: list[float] = []
