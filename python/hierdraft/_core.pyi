@@ -7,8 +7,9 @@ best first. Settings typed ``int | None = None`` take the core's default when le
 """
 
 import os
+import pathlib
 from collections.abc import Iterable, Sequence
-from typing import ClassVar, Union, final
+from typing import Any, ClassVar, Union, final
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +22,9 @@ _TokenInput = Union[
 ]
 _Continuations = list[tuple[npt.NDArray[np.uint32], float]]
 _StrPath = Union[str, os.PathLike[str]]
+# A GGUF metadata value: integers -> int, floats -> float, bool, str; numeric and bool arrays ->
+# 1-D numpy arrays of their own dtype; string arrays -> list[str]; arrays of arrays -> list.
+_GgufValue = Union[int, float, bool, str, npt.NDArray[Any], list[Any]]
 
 __version__: str
 __all__ = [
@@ -36,6 +40,9 @@ __all__ = [
     "linear_rows",
     "kernels_use_simd",
     "QuantTensor",
+    "GgufFile",
+    "GgufTensorInfo",
+    "GgufFormatError",
 ]
 
 class StoreFormatError(ValueError):
@@ -240,3 +247,59 @@ class QuantTensor:
         """Writes row ``ids[j]``, dequantized, into row ``j`` of ``out`` (float32 (len(ids), cols))."""
     def select_rows(self, order: npt.NDArray[np.int64]) -> QuantTensor:
         """A new tensor whose row ``j`` is row ``order[j]`` of this one."""
+
+class GgufFormatError(ValueError):
+    """A file is not a valid GGUF file: bad magic, unsupported version, truncated or corrupt."""
+
+@final
+class GgufTensorInfo:
+    """One entry of a GGUF file's tensor table."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def qtype(self) -> str:
+        """ggml's name of the type ("Q4_K", "F32"; "unknown" for ids ggml does not define)."""
+    @property
+    def type_id(self) -> int: ...
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Dimensions in torch order (the reverse of ggml's)."""
+    @property
+    def offset(self) -> int:
+        """Offset of the data from the start of the data section."""
+    @property
+    def nbytes(self) -> int | None:
+        """Bytes of data; ``None`` for types hierdraft does not support."""
+
+@final
+class GgufFile:
+    """A GGUF file, memory-mapped and checked when opened (``GgufFormatError`` if malformed).
+
+    Missing tensors raise ``KeyError``; tensors of unsupported types (or of the wrong kind for
+    the call) raise ``ValueError`` when asked for."""
+
+    def __new__(cls, path: _StrPath) -> GgufFile: ...
+    @property
+    def path(self) -> pathlib.Path: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def alignment(self) -> int: ...
+    @property
+    def data_start(self) -> int:
+        """Where the data section starts in the file (tensor offsets count from here)."""
+    @property
+    def metadata(self) -> dict[str, _GgufValue]:
+        """Every metadata entry in file order, as a new dict (see ``_GgufValue``)."""
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value under ``key`` (as in ``metadata``), or ``default``."""
+    @property
+    def tensors(self) -> list[GgufTensorInfo]: ...
+    def tensor(self, name: str) -> GgufTensorInfo: ...
+    def matrix(self, name: str) -> QuantTensor:
+        """The 1-D or 2-D tensor ``name`` as a (ne1, ne0) QuantTensor over the mapped file."""
+    def array(self, name: str) -> npt.NDArray[np.float32]:
+        """The values of an F32, F16 or BF16 tensor, exactly, as float32 in torch shape."""
+    def __contains__(self, key: str, /) -> bool: ...
+    def __len__(self) -> int: ...

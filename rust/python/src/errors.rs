@@ -6,6 +6,8 @@
 //! - bad magic, unsupported version, truncated, checksum mismatch, corrupt content
 //!   -> `hierdraft.StoreFormatError` (a `ValueError` subclass).
 
+use std::path::Path;
+
 use hierdraft_core::Error;
 use pyo3::create_exception;
 use pyo3::exceptions::{
@@ -30,31 +32,35 @@ pub fn to_py(err: Error) -> PyErr {
         | Error::ReservedToken { .. }
         | Error::EmptyCorpus
         | Error::VocabMismatch { .. } => PyValueError::new_err(msg),
-        Error::Io { path, source } => {
-            // With an OS error code, raise the standard `OSError(errno, strerror, filename)`
-            // form, so `errno` and `filename` are set; otherwise the full message.
-            let make = |e: fn((i32, String, String)) -> PyErr, m: fn(String) -> PyErr| match source
-                .raw_os_error()
-            {
-                Some(code) => e((code, source.to_string(), path.display().to_string())),
-                None => m(msg.clone()),
-            };
-            match source.kind() {
-                std::io::ErrorKind::NotFound => {
-                    make(PyFileNotFoundError::new_err, PyFileNotFoundError::new_err)
-                }
-                std::io::ErrorKind::PermissionDenied => {
-                    make(PyPermissionError::new_err, PyPermissionError::new_err)
-                }
-                _ => make(PyOSError::new_err, PyOSError::new_err),
-            }
-        }
+        Error::Io { path, source } => io_error(&path, &source, msg),
         Error::BadMagic { .. }
         | Error::UnsupportedVersion { .. }
         | Error::Truncated { .. }
         | Error::ChecksumMismatch { .. }
         | Error::Corrupt { .. } => StoreFormatError::new_err(msg),
         _ => PyRuntimeError::new_err(msg),
+    }
+}
+
+/// An I/O error on `path` as `FileNotFoundError` / `PermissionError` / `OSError`; `msg` is the
+/// message when the OS gave no error code.
+pub fn io_error(path: &Path, source: &std::io::Error, msg: String) -> PyErr {
+    // With an OS error code, raise the standard `OSError(errno, strerror, filename)` form, so
+    // `errno` and `filename` are set; otherwise the full message.
+    let make = |e: fn((i32, String, String)) -> PyErr, m: fn(String) -> PyErr| match source
+        .raw_os_error()
+    {
+        Some(code) => e((code, source.to_string(), path.display().to_string())),
+        None => m(msg),
+    };
+    match source.kind() {
+        std::io::ErrorKind::NotFound => {
+            make(PyFileNotFoundError::new_err, PyFileNotFoundError::new_err)
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            make(PyPermissionError::new_err, PyPermissionError::new_err)
+        }
+        _ => make(PyOSError::new_err, PyOSError::new_err),
     }
 }
 

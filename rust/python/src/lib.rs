@@ -10,6 +10,7 @@ mod convert;
 mod defaults;
 mod drafting;
 mod errors;
+mod gguf;
 mod kernels;
 mod quant;
 mod stores;
@@ -26,6 +27,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kernels::linear_rows, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::kernels_use_simd, m)?)?;
     m.add_class::<quant::PyQuantTensor>()?;
+    m.add_class::<gguf::PyGgufFile>()?;
+    m.add_class::<gguf::PyGgufTensorInfo>()?;
+    m.add("GgufFormatError", m.py().get_type::<gguf::GgufFormatError>())?;
     m.add(
         "StoreFormatError",
         m.py().get_type::<errors::StoreFormatError>(),
