@@ -29,7 +29,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<quant::PyQuantTensor>()?;
     m.add_class::<gguf::PyGgufFile>()?;
     m.add_class::<gguf::PyGgufTensorInfo>()?;
-    m.add("GgufFormatError", m.py().get_type::<gguf::GgufFormatError>())?;
+    m.add(
+        "GgufFormatError",
+        m.py().get_type::<gguf::GgufFormatError>(),
+    )?;
     m.add(
         "StoreFormatError",
         m.py().get_type::<errors::StoreFormatError>(),
