@@ -13,7 +13,14 @@ context    hierdraft with only the context level (this request's n-grams)
 model      hierdraft with only the model level (the model's own n-grams)
 corpus     hierdraft with only the corpus level (suffix array over a corpus)
 hd         hierdraft with the full hierarchy, context -> model -> corpus (the product)
+llama.cpp  peer: plain greedy decoding of the same GGUF file by llama.cpp
+           (llama-cpp-python), the absolute yardstick; see :mod:`.llama_cpp_methods`
+llama.cpp- peer: llama-cpp-python's own prompt lookup decoding
+pld
 =========  ==============================================================================
+
+The two llama.cpp methods are *peers*: another engine with its own numerics. Their outputs are
+compared with ``llama.cpp``'s plain output, never counted as mismatches against ``ar``.
 
 Each drafting method gets its own drafter with its own instances of the stores (the factory
 loads them afresh), so a method's model store learns online from that method's own finished
@@ -34,21 +41,26 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 if TYPE_CHECKING:  # torch is imported where it is used, so `hierdraft --help` stays fast
     import torch
 
-ALL_METHODS: tuple[str, ...] = ("ar", "hf-ar", "hf-pld", "context", "model", "corpus", "hd")
+# Methods that run the transformers model (hierdraft's loop or model.generate).
+TORCH_METHODS: tuple[str, ...] = ("ar", "hf-ar", "hf-pld", "context", "model", "corpus", "hd")
+# Peers: llama.cpp on the same GGUF file (bench.llama_cpp_methods).
+PEER_REFERENCE = "llama.cpp"
+PEER_METHODS: tuple[str, ...] = (PEER_REFERENCE, "llama.cpp-pld")
+ALL_METHODS: tuple[str, ...] = TORCH_METHODS + PEER_METHODS
 LEVEL_METHODS: dict[str, tuple[str, ...]] = {
     "context": ("context",),
     "model": ("model",),
     "corpus": ("corpus",),
     "hd": ("context", "model", "corpus"),
 }
-# prompt_lookup_num_tokens for hf-pld. transformers' default is 10, tuned for GPUs where
-# verifying 11 tokens costs about as much as one. On this project's CPU (2 threads, float32
-# Gemma 3 270M) every extra verified token costs ~15% of a one-token step (mostly the 262k-row
-# LM head), and prompt lookup drafts whenever the last 1-2 tokens occurred before -- nearly
-# every step, mostly wrongly outside summarization/RAG. A short chain is the better setting
-# here: on the first quick-bench prompt 3 tokens beat 5 (34.6 s vs 41.0 s, no draft accepted),
-# so 4 balances that against long copies in summarization/RAG. Not a full sweep: pass
-# --pld-tokens to try others; the value used is stated in every report.
+# Draft length of prompt lookup, for hf-pld and llama.cpp-pld alike (one rule for both).
+# transformers' and llama-cpp-python's default is 10, tuned for GPUs where verifying 11 tokens
+# costs about as much as one. On a CPU every extra verified row costs a sizeable share of a
+# one-token step (mostly the 262k-row LM head), and prompt lookup drafts whenever the last 1-2
+# tokens occurred before -- nearly every step, mostly wrongly outside summarization/RAG. So a
+# short chain is the better setting; 4 keeps long copies (summarization, RAG) worth drafting.
+# The measurement behind it is in the README's benchmark section; --pld-tokens tries others
+# and the value used is stated in every report.
 DEFAULT_PLD_TOKENS = 4
 # transformers' default n-gram size for prompt lookup matching.
 DEFAULT_PLD_NGRAM = 2
@@ -65,6 +77,9 @@ class PromptRecord:
     verify_times: list[float] = field(default_factory=list)
     prefill_time: float | None = None
     accepted_per_step: list[int] = field(default_factory=list)
+    # tokens the prefill step produced (with drafting it can verify a first draft); with
+    # prefill_time it gives the decode-only throughput
+    prefill_tokens: int | None = None
 
     @property
     def new_tokens(self) -> int:
@@ -82,7 +97,11 @@ class DecodeSettings:
 
 
 class Method(Protocol):
+    """A bench method. ``peer`` is True for another engine (llama.cpp), whose outputs are
+    compared with the peer reference's rather than with ``ar``'s."""
+
     name: str
+    peer: bool
 
     def run(self, prompt_ids: Sequence[int]) -> PromptRecord: ...
 
@@ -120,6 +139,7 @@ def _input_tensor(prompt_ids: Sequence[int], model: torch.nn.Module) -> torch.Te
 
 class _Base:
     name = "?"
+    peer = False
 
     def __init__(self, model: Any, settings: DecodeSettings, counter: ForwardCounter):
         self.model = model
@@ -181,7 +201,16 @@ class HierdraftMethod(_Base):
             verify_times=[float(t) for t in res.verify_times],
             prefill_time=float(res.prefill_time) if res.prefill_time is not None else None,
             accepted_per_step=[int(a) for a in res.accepted_per_step],
+            prefill_tokens=_first_step_tokens(res),
         )
+
+
+def _first_step_tokens(res: Any) -> int | None:
+    """Tokens emitted by the prefill step of a generation result (None when it does not say)."""
+    emitted = getattr(res, "emitted_per_step", None)
+    if emitted:
+        return int(emitted[0])
+    return None
 
 
 class HfMethod(_Base):
@@ -243,16 +272,17 @@ def build_methods(
     pld_tokens: int = DEFAULT_PLD_TOKENS,
     generate_fn: Callable[..., Any] | None = None,
 ) -> tuple[dict[str, Method], ForwardCounter]:
-    """Method objects for ``names`` sharing one model (and one forward counter).
+    """Method objects for ``names`` (a subset of ``TORCH_METHODS``) sharing one model (and one
+    forward counter). The llama.cpp peers are built by :mod:`.llama_cpp_methods`.
 
     ``drafter_factory(order)`` returns a fresh drafter for a level order such as
     ``("context",)``; it is called once per drafting method, so that no two methods share
     the online part of a store (a method must never learn from another's outputs on the
     same prompt).
     """
-    unknown = [n for n in names if n not in ALL_METHODS]
+    unknown = [n for n in names if n not in TORCH_METHODS]
     if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(ALL_METHODS)}")
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(TORCH_METHODS)}")
     counter = ForwardCounter(model)
     methods: dict[str, Method] = {}
     for name in names:

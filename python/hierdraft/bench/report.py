@@ -4,7 +4,10 @@ Definitions (the same for every method):
 
 - tokens/s: generated tokens / wall time of the whole call, prefill included, summed over
   the prompts of a group (overall or one category);
-- speedup: a method's tokens/s over ``ar``'s on the same prompts;
+- decode tokens/s: the same after the prefill step (its tokens and its time left out), for the
+  methods that time their prefill (hierdraft's and llama.cpp's; not transformers');
+- speedup: a method's tokens/s over ``ar``'s on the same prompts; speedup_vs_llama.cpp: over
+  the llama.cpp peer's (plain decoding of the same GGUF file), when it ran;
 - tokens per step (Spec-Bench's "mean accepted tokens"): generated tokens per forward pass of
   the target model, the bonus token included, counted by a forward hook. The prefill forward
   counts as a step: it yields a first token, and with drafting (hierdraft's loop and
@@ -15,7 +18,10 @@ Definitions (the same for every method):
   acceptance + cache pruning (``verify_times``), mean and p50 in milliseconds. Both leave out
   the first step, whose forward is the prefill of the whole prompt (it would swamp the
   per-step numbers); its time is reported as ``prefill_ms_mean``. transformers' methods do not
-  report these times.
+  report these times. For the llama.cpp peers a step is one llama.cpp decode.
+
+Peers (llama.cpp) have their own numerics: the report says per prompt whether their output equals
+llama.cpp's plain output and ``ar``'s, and never counts a difference as a mismatch.
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
 
-from .methods import PromptRecord
+from .methods import PEER_REFERENCE, PromptRecord
 from .runner import REFERENCE, BenchRun
+
+SPEEDUP_VS_PEER = f"speedup_vs_{PEER_REFERENCE}"
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -51,6 +59,9 @@ def _stats(records: Sequence[PromptRecord]) -> dict[str, Any]:
     draft = [t for r in records for t in r.draft_times[1:]]
     verify = [t for r in records for t in r.verify_times[1:]]
     prefill = [r.prefill_time for r in records if r.prefill_time is not None]
+    timed = [r for r in records if r.prefill_time is not None and r.prefill_tokens is not None]
+    decode_tokens = sum(r.new_tokens - (r.prefill_tokens or 0) for r in timed)
+    decode_time = sum(r.elapsed - (r.prefill_time or 0.0) for r in timed)
     p50 = percentile(draft, 50)
     p99 = percentile(draft, 99)
     v50 = percentile(verify, 50)
@@ -59,7 +70,10 @@ def _stats(records: Sequence[PromptRecord]) -> dict[str, Any]:
         "new_tokens": new_tokens,
         "time_s": elapsed,
         "tokens_per_second": new_tokens / elapsed if elapsed > 0 else None,
+        "decode_tokens_per_second": decode_tokens / decode_time
+        if timed and decode_time > 0 and decode_tokens > 0 else None,
         "speedup": None,
+        SPEEDUP_VS_PEER: None,
         "forwards": forwards,
         "tokens_per_step": new_tokens / forwards if forwards > 0 else None,
         "draft_us_p50": p50 * 1e6 if p50 is not None else None,
@@ -71,13 +85,42 @@ def _stats(records: Sequence[PromptRecord]) -> dict[str, Any]:
     }
 
 
+def _ratio(tps: float | None, base: dict[str, Any] | None) -> float | None:
+    base_tps = base["tokens_per_second"] if base else None
+    return tps / base_tps if base_tps and tps else None
+
+
 def _with_speedups(group: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    ref = group.get(REFERENCE)
-    ref_tps = ref["tokens_per_second"] if ref else None
     for stats in group.values():
-        tps = stats["tokens_per_second"]
-        stats["speedup"] = tps / ref_tps if ref_tps and tps else None
+        stats["speedup"] = _ratio(stats["tokens_per_second"], group.get(REFERENCE))
+        stats[SPEEDUP_VS_PEER] = _ratio(stats["tokens_per_second"], group.get(PEER_REFERENCE))
     return group
+
+
+def _peer_summary(run: BenchRun) -> dict[str, Any]:
+    """Per peer and reference: on how many prompts the outputs are identical."""
+    return {
+        peer: {
+            ref: {"identical": sum(d is None for d in diffs), "prompts": len(diffs)}
+            for ref, diffs in refs.items()
+        }
+        for peer, refs in run.peer_agreement.items()
+    }
+
+
+def _prompt_entry(run: BenchRun, i: int, m: str) -> dict[str, Any]:
+    r = run.records[m][i]
+    entry: dict[str, Any] = {
+        "new_tokens": r.new_tokens,
+        "elapsed_s": r.elapsed,
+        "forwards": r.forwards,
+        "loop_steps": len(r.verify_times) or None,
+    }
+    if m in run.peers:
+        refs = run.peer_agreement.get(m, {})
+        entry["first_difference_from"] = {ref: diffs[i] for ref, diffs in refs.items()}
+        entry["identical_to"] = {ref: diffs[i] is None for ref, diffs in refs.items()}
+    return entry
 
 
 def summarize(run: BenchRun) -> dict[str, Any]:
@@ -97,15 +140,7 @@ def summarize(run: BenchRun) -> dict[str, Any]:
                 "question_id": p.question_id,
                 "category": p.category,
                 "prompt_tokens": len(p.ids),
-                "methods": {
-                    m: {
-                        "new_tokens": run.records[m][i].new_tokens,
-                        "elapsed_s": run.records[m][i].elapsed,
-                        "forwards": run.records[m][i].forwards,
-                        "loop_steps": len(run.records[m][i].verify_times) or None,
-                    }
-                    for m in run.methods
-                },
+                "methods": {m: _prompt_entry(run, i, m) for m in run.methods},
             }
         )
     return {
@@ -114,6 +149,8 @@ def summarize(run: BenchRun) -> dict[str, Any]:
         "categories": per_cat,
         "outputs_compared": run.compared,
         "mismatches": [vars(m) | {"description": m.describe()} for m in run.mismatches],
+        "peers": run.peers,
+        "peer_agreement": _peer_summary(run),
         "prompts": prompts,
     }
 
@@ -149,7 +186,8 @@ def _version(dist: str) -> str:
 
 
 def versions() -> dict[str, str]:
-    return {name: _version(name) for name in ("hierdraft", "torch", "transformers", "numpy")}
+    names = ("hierdraft", "torch", "transformers", "numpy", "llama-cpp-python")
+    return {name: _version(name) for name in names}
 
 
 # ---------------------------------------------------------------------------------------
@@ -162,25 +200,37 @@ def _fmt(x: Any, spec: str, suffix: str = "") -> str:
     return f"{x:{spec}}{suffix}"
 
 
+def _peer_ran(summary: dict[str, Any]) -> bool:
+    return PEER_REFERENCE in summary["methods"]
+
+
 def _overall_table(summary: dict[str, Any]) -> list[str]:
+    vs_peer = _peer_ran(summary)
+    peer_head = f" speedup vs {PEER_REFERENCE} |" if vs_peer else ""
     lines = [
-        "| method | tokens/s | speedup vs ar | tokens/step | draft/step p50 (us) | draft/step p99 (us) "
-        "| verify/step mean (ms) | draft / verify |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | tokens/s | decode tokens/s | speedup vs ar |" + peer_head + " tokens/step "
+        "| draft/step p50 (us) | draft/step p99 (us) | verify/step mean (ms) | draft / verify |",
+        "|---|---:|---:|---:|" + ("---:|" if vs_peer else "") + "---:|---:|---:|---:|---:|",
     ]
     for m in summary["methods"]:
         s = summary["overall"][m]
         share = s["draft_share_of_verify"]
+        peer_cell = f" {_fmt(s[SPEEDUP_VS_PEER], '.2f', 'x')} |" if vs_peer else ""
         lines.append(
-            f"| {m} | {_fmt(s['tokens_per_second'], '.1f')} | {_fmt(s['speedup'], '.2f', 'x')} "
-            f"| {_fmt(s['tokens_per_step'], '.2f')} | {_fmt(s['draft_us_p50'], '.1f')} "
+            f"| {m} | {_fmt(s['tokens_per_second'], '.1f')} | {_fmt(s['decode_tokens_per_second'], '.1f')} "
+            f"| {_fmt(s['speedup'], '.2f', 'x')} |{peer_cell} "
+            f"{_fmt(s['tokens_per_step'], '.2f')} | {_fmt(s['draft_us_p50'], '.1f')} "
             f"| {_fmt(s['draft_us_p99'], '.1f')} | {_fmt(s['verify_ms_mean'], '.1f')} "
             f"| {_fmt(share * 100 if share is not None else None, '.2f', '%')} |"
         )
     return lines
 
 
-def _category_table(summary: dict[str, Any], key: str, spec: str, suffix: str) -> list[str]:
+def _category_table(
+    summary: dict[str, Any], key: str, spec: str, suffix: str, baseline: str | None = None
+) -> list[str]:
+    """Methods as columns, categories as rows; with a ``baseline`` (a speedup table) the best
+    method other than the baseline is in bold."""
     methods = summary["methods"]
     lines = [
         "| category | n | " + " | ".join(methods) + " |",
@@ -191,14 +241,76 @@ def _category_table(summary: dict[str, Any], key: str, spec: str, suffix: str) -
         n = next(iter(group.values()))["prompts"] if group else 0
         cells = []
         values = {m: group[m][key] for m in methods}
-        best = max((v for m, v in values.items() if v is not None and m != REFERENCE), default=None)
+        best = None
+        if baseline is not None:
+            best = max((v for m, v in values.items() if v is not None and m != baseline), default=None)
         for m in methods:
             cell = _fmt(values[m], spec, suffix)
-            if best is not None and values[m] == best and key == "speedup":
+            if best is not None and values[m] == best:
                 cell = f"**{cell}**"
             cells.append(cell)
         lines.append(f"| {cat} | {n} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _exactness(summary: dict[str, Any], prompts: int) -> list[str]:
+    if not summary["outputs_compared"]:
+        return ["Outputs not compared (sampling: temperature > 0)."]
+    judged = [m for m in summary["methods"] if m not in summary.get("peers", [])]
+    if not summary["mismatches"]:
+        return [f"Greedy outputs of every hierdraft and transformers method ({', '.join(judged)}) "
+                f"identical to `ar` on all {prompts} prompts."]
+    out = [f"**{len(summary['mismatches'])} mismatch(es) against `ar`:**", ""]
+    return out + [f"- {m['description']}" for m in summary["mismatches"]]
+
+
+def _peers_section(summary: dict[str, Any], llama: dict[str, Any] | None) -> list[str]:
+    """The llama.cpp peers: what ran (or why not) and how their outputs compare."""
+    out = ["", f"## Peers: {PEER_REFERENCE}", ""]
+    if llama and llama.get("skipped"):
+        return out + [f"The llama.cpp peers did not run: {llama['skipped']}."]
+    peers = summary.get("peers", [])
+    if not peers:
+        return []
+    if llama:
+        pld = llama.get("pld")
+        out.append(
+            f"{llama.get('package', 'llama-cpp-python')} on `{llama.get('model')}`, "
+            f"n_threads = n_threads_batch = {llama.get('n_threads')}, n_ctx {llama.get('n_ctx')}"
+            + (f", prompt lookup num_pred_tokens={pld['num_pred_tokens']} "
+               f"max_ngram_size={pld['max_ngram_size']}" if pld else "")
+            + ". Fed the same prompt token ids as every other method"
+            + {True: " (llama.cpp's own tokenizer agrees on the warm-up prompt)",
+               False: " (llama.cpp's own tokenizer gives other ids for the warm-up prompt)",
+               None: ""}[llama.get("tokenizer_agrees_on_warmup_prompt")]
+            + "."
+        )
+        out.append("")
+    out.append(
+        "llama.cpp has its own numerics (its kernels, 8-bit activations in the quantized products, "
+        "results that depend on the batch), so a peer's output may differ from `ar`'s: that is "
+        "not a hierdraft mismatch and does not fail the run."
+    )
+    if not summary["outputs_compared"]:
+        return out
+    agreement = summary.get("peer_agreement", {})
+    out.append("")
+    for peer in peers:
+        for ref, counts in agreement.get(peer, {}).items():
+            out.append(f"- `{peer}` identical to `{ref}` on {counts['identical']} of {counts['prompts']} prompts")
+    refs = list(dict.fromkeys(ref for peer in peers for ref in agreement.get(peer, {})))
+    columns = [(peer, ref) for peer in peers for ref in refs if ref in agreement.get(peer, {})]
+    if not columns:
+        return out
+    out += ["", "| question | category | " + " | ".join(f"{p} = {r}" for p, r in columns) + " |",
+            "|---|---|" + "---|" * len(columns)]
+    for entry in summary["prompts"]:
+        cells = []
+        for peer, ref in columns:
+            diff = entry["methods"][peer]["first_difference_from"].get(ref)
+            cells.append("yes" if diff is None else f"no (token {diff})")
+        out.append(f"| {entry['question_id']} | {entry['category']} | " + " | ".join(cells) + " |")
+    return out
 
 
 def render_markdown(result: dict[str, Any]) -> str:
@@ -226,23 +338,20 @@ def render_markdown(result: dict[str, Any]) -> str:
         out += ["", f"Command: `{st['command']}`"]
     out += ["", "## Overall", ""] + _overall_table(summary)
     out += ["", "## Speedup vs ar per category (best non-ar method in bold)", ""]
-    out += _category_table(summary, "speedup", ".2f", "x")
+    out += _category_table(summary, "speedup", ".2f", "x", baseline=REFERENCE)
+    if _peer_ran(summary):
+        out += ["", f"## Speedup vs {PEER_REFERENCE} per category (best other method in bold)", ""]
+        out += _category_table(summary, SPEEDUP_VS_PEER, ".2f", "x", baseline=PEER_REFERENCE)
     out += ["", "## Tokens per step per category", ""]
     out += _category_table(summary, "tokens_per_step", ".2f", "")
-    out += ["", "## Exactness", ""]
-    if not summary["outputs_compared"]:
-        out.append("Outputs not compared (sampling: temperature > 0).")
-    elif not summary["mismatches"]:
-        out.append(f"Greedy outputs of every method identical to `ar` on all {st['prompts']} prompts.")
-    else:
-        out.append(f"**{len(summary['mismatches'])} mismatch(es) against `ar`:**")
-        out.append("")
-        out += [f"- {m['description']}" for m in summary["mismatches"]]
+    out += ["", "## Exactness", ""] + _exactness(summary, st["prompts"])
+    out += _peers_section(summary, st.get("llama_cpp"))
     out += [
         "",
-        "tokens/s counts the whole call, prefill included; tokens/step is generated tokens per "
-        "forward pass of the model (the prefill counts as one), bonus token included; draft and "
-        "verify times are per decoding step, the prefill step left out.",
+        "tokens/s counts the whole call, prefill included; decode tokens/s leaves the prefill step "
+        "out; tokens/step is generated tokens per forward pass of the model (the prefill counts as "
+        "one; for llama.cpp, per decode), bonus token included; draft and verify times are per "
+        "decoding step, the prefill step left out.",
         "",
     ]
     return "\n".join(out)
@@ -252,6 +361,8 @@ def render_markdown(result: dict[str, Any]) -> str:
 # speedup.png
 
 _COLORS = {
+    "llama.cpp": "#3a0ca3",
+    "llama.cpp-pld": "#7209b7",
     "hf-ar": "#9e9e9e",
     "hf-pld": "#6d6d6d",
     "context": "#8ecae6",

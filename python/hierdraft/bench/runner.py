@@ -5,8 +5,11 @@ rotated from one prompt to the next, so that slow drifts and bursts of load on t
 hit every method alike. Every method first runs once on a warm-up prompt that is not part of
 the benchmark (lazy initialisation, allocator and thread-pool warm-up), untimed.
 
-Exactness: with greedy decoding every method must produce exactly the tokens of ``ar``; each
-difference is recorded as a :class:`Mismatch` (the command then exits non-zero).
+Exactness: with greedy decoding every hierdraft and transformers method must produce exactly the
+tokens of ``ar``; each difference is recorded as a :class:`Mismatch` (the command then exits
+non-zero). The peers (``method.peer``: llama.cpp, another engine with its own numerics) are not
+held to ``ar``: for each prompt the run records where each peer's output first differs from
+``llama.cpp``'s plain output and from ``ar``'s (``peer_agreement``), for the report only.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from .methods import Method, PromptRecord
+from .methods import PEER_REFERENCE, Method, PromptRecord
 
 REFERENCE = "ar"
 
@@ -39,11 +42,12 @@ class Mismatch:
     first_difference: int
     reference_length: int
     method_length: int
+    reference: str = REFERENCE
 
     def describe(self) -> str:
         return (
             f"question {self.question_id} ({self.category}): {self.method} differs from "
-            f"{REFERENCE} at token {self.first_difference} "
+            f"{self.reference} at token {self.first_difference} "
             f"(lengths {self.method_length} vs {self.reference_length})"
         )
 
@@ -56,6 +60,9 @@ class BenchRun:
     methods: list[str]
     records: dict[str, list[PromptRecord]] = field(default_factory=dict)
     mismatches: list[Mismatch] = field(default_factory=list)
+    # peer -> reference -> per prompt: index of the first differing token, None if identical
+    peer_agreement: dict[str, dict[str, list[int | None]]] = field(default_factory=dict)
+    peers: list[str] = field(default_factory=list)
     compared: bool = False
     interrupted: bool = False
 
@@ -74,6 +81,34 @@ def rotation(names: Sequence[str], index: int) -> list[str]:
         return []
     k = index % len(names)
     return list(names[k:]) + list(names[:k])
+
+
+def peer_references(peer: str, names: Sequence[str]) -> list[str]:
+    """What a peer's output is compared with: llama.cpp's plain output, then ``ar``'s."""
+    return [ref for ref in (PEER_REFERENCE, REFERENCE) if ref in names and ref != peer]
+
+
+def _compare_prompt(run: BenchRun, i: int) -> None:
+    """Check prompt ``i``: hierdraft's methods against ``ar`` (mismatches), peers for the record."""
+    prompt = run.prompts[i]
+    ref = run.records[REFERENCE][i].tokens
+    mismatches: list[Mismatch] = []
+    agreement: list[tuple[str, str, int | None]] = []
+    for name in run.methods:
+        if name == REFERENCE:
+            continue
+        got = run.records[name][i].tokens
+        if name in run.peers:
+            for other in peer_references(name, run.methods):
+                agreement.append((name, other, first_difference(run.records[other][i].tokens, got)))
+            continue
+        diff = first_difference(ref, got)
+        if diff is not None:
+            mismatches.append(Mismatch(prompt.question_id, prompt.category, name, diff, len(ref), len(got)))
+    # recorded only once the whole prompt is checked (an interrupted run stays consistent)
+    run.mismatches.extend(mismatches)
+    for name, other, diff in agreement:
+        run.peer_agreement.setdefault(name, {}).setdefault(other, []).append(diff)
 
 
 def _running_speedup(run: BenchRun, method: str) -> float | None:
@@ -113,7 +148,8 @@ def run_bench(
     names = list(methods)
     if compare and REFERENCE not in methods:
         raise ValueError(f"comparing outputs needs the reference method {REFERENCE!r}")
-    run = BenchRun(prompts=list(prompts), methods=names, records={n: [] for n in names})
+    run = BenchRun(prompts=list(prompts), methods=names, records={n: [] for n in names},
+                   peers=[n for n in names if getattr(methods[n], "peer", False)])
     run.compared = compare
 
     start = time.perf_counter()
@@ -129,6 +165,7 @@ def run_bench(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(run.prompts), unit="prompt", desc="bench", dynamic_ncols=True)
+    checked = 0  # prompts whose outputs were compared
     try:
         for i, prompt in enumerate(run.prompts):
             if i and stop_after_s is not None and time.perf_counter() - start > stop_after_s:
@@ -136,16 +173,8 @@ def run_bench(
             for name in rotation(names, i):
                 run.records[name].append(methods[name].run(prompt.ids))
             if compare:
-                ref = run.records[REFERENCE][i].tokens
-                for name in names:
-                    if name == REFERENCE:
-                        continue
-                    got = run.records[name][i].tokens
-                    diff = first_difference(ref, got)
-                    if diff is not None:
-                        run.mismatches.append(
-                            Mismatch(prompt.question_id, prompt.category, name, diff, len(ref), len(got))
-                        )
+                _compare_prompt(run, i)
+                checked = i + 1
             if bar is not None:
                 postfix: dict[str, object] = {}
                 if shown is not None and REFERENCE in methods:
@@ -159,8 +188,14 @@ def run_bench(
     except KeyboardInterrupt:
         # keep the prompts every method finished, so that a report can still be written
         done = min(len(r) for r in run.records.values()) if run.records else 0
+        if compare:
+            done = min(done, checked)
         run.prompts = run.prompts[:done]
         run.records = {n: r[:done] for n, r in run.records.items()}
+        run.peer_agreement = {
+            peer: {ref: diffs[:done] for ref, diffs in refs.items()}
+            for peer, refs in run.peer_agreement.items()
+        }
         run.interrupted = True
     finally:
         if bar is not None:
