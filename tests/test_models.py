@@ -7,7 +7,6 @@ default model (Gemma 3 270M from its GGUF package) into a fresh cache and loads 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -150,29 +149,71 @@ def test_load_model_from_a_local_folder_and_env_override(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_default_model_converts_once_then_loads_from_cache(tmp_path, monkeypatch):
-    """Gemma 3 270M from its GGUF package into a fresh cache; the second load uses the cache."""
+def test_default_model_loads_its_gguf_as_it_is(tmp_path, monkeypatch):
+    """Gemma 3 270M computes on the GGUF's own blocks; only its tokenizer is converted and cached."""
+    from hierdraft import gguf_metadata
+    from hierdraft.quant_modules import QuantEmbedding, QuantLinear
+
     monkeypatch.setenv("HIERDRAFT_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("HIERDRAFT_MODEL", raising=False)
     monkeypatch.delenv("HIERDRAFT_DTYPE", raising=False)
-    t0 = time.perf_counter()
     model, tok = models.load_default()
-    first = time.perf_counter() - t0
+    assert not [m for m in model.modules() if type(m) is torch.nn.Linear]
+    assert isinstance(model.get_input_embeddings(), QuantEmbedding)
+    assert model.get_output_embeddings().qweight is model.get_input_embeddings().qweight  # tied, one table
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    assert params < 1_000_000, params  # norms only: no float copy of the weights
+    cached = sorted(p.name for p in paths.models_dir().iterdir())
+    assert not list(paths.cache_dir().rglob("*.safetensors"))
+    assert any(name.startswith("tokenizer-") for name in cached), cached
+    assert model.dtype == torch.float32 and tok.is_fast and len(tok) == 262144
+    assert models.tokenizer_fingerprint(tok).startswith("gemma-3-270m|vocab=262144|")
+    ids = tok("Question: What is the capital of France?\n\nAnswer:", return_tensors="pt").input_ids
+    assert ids[0, 0].item() == tok.bos_token_id
+    with torch.inference_mode():
+        out = model.generate(ids, max_new_tokens=4, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids.shape[1]:])
+    # the second load reads the cached tokenizer instead of converting again
+    monkeypatch.setattr(gguf_metadata, "gguf_tokenizer", lambda *a: pytest.fail("tokenizer converted twice"))
+    model2, tok2 = models.load_default()
+    assert tok2.get_vocab() == tok.get_vocab() and isinstance(model2.get_output_embeddings(), QuantLinear)
+
+
+@pytest.mark.slow
+def test_gguf_config_equals_transformers_own(tmp_path):
+    """hierdraft's fast config reader gives the config transformers builds from the same file."""
+    from transformers import AutoConfig
+
+    from hierdraft.gguf_metadata import gguf_config
+    from hierdraft.gguf_model import open_gguf
+
+    path = models.default_gguf_path()
+    ours = gguf_config(open_gguf(path), path).to_dict()
+    theirs = AutoConfig.from_pretrained(path.parent, gguf_file=path.name).to_dict()
+    for config in (ours, theirs):
+        config.pop("_name_or_path")  # where it was read from, not what it says
+    assert ours == theirs
+
+
+@pytest.mark.slow
+def test_default_float_model_converts_once_then_loads_from_cache(tmp_path, monkeypatch):
+    """quantized=False: transformers dequantizes the GGUF once into a cached float32 checkpoint."""
+    monkeypatch.setenv("HIERDRAFT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HIERDRAFT_MODEL", raising=False)
+    monkeypatch.delenv("HIERDRAFT_DTYPE", raising=False)
+    model, tok = models.load_default(quantized=False)
     folder = models.default_model_dir()
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
     assert str(folder).startswith(str(tmp_path / "home"))
     del model
-    t0 = time.perf_counter()
-    model, tok = models.load_default()
-    second = time.perf_counter() - t0
-    print(f"default model: first load (GGUF conversion) {first:.1f} s, cached load {second:.1f} s")
-    assert second < first / 3, (first, second)
+    # the second load reads the cached checkpoint instead of converting again
+    monkeypatch.setattr(models, "_convert_default", lambda *a: pytest.fail("converted twice"))
+    model, tok = models.load_default(quantized=False)
     assert model.dtype == torch.float32 and tok.is_fast and len(tok) == 262144
-    assert models.tokenizer_fingerprint(tok).startswith("gemma-3-270m|vocab=262144|")
+    assert isinstance(model.get_output_embeddings(), torch.nn.Linear)
     ids = tok("The capital of France is", return_tensors="pt").input_ids
-    assert ids[0, 0].item() == tok.bos_token_id
     with torch.inference_mode():
         out = model.generate(ids, max_new_tokens=4, do_sample=False)
     assert "Paris" in tok.decode(out[0, ids.shape[1]:]) or out.shape[1] == ids.shape[1] + 4
-    # nothing half-written is left in the cache, and the assembled GGUF was cleaned up
-    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".") or p.name.startswith("gguf-")]
+    # nothing half-written is left in the cache
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]

@@ -13,6 +13,7 @@ from hierdraft._core import ContextStore as ContextStore
 from hierdraft._core import CorpusIndex as CorpusIndex
 from hierdraft._core import DraftSession as DraftSession
 from hierdraft._core import DraftTree as DraftTree
+from hierdraft._core import GgufFormatError as GgufFormatError
 from hierdraft._core import HierarchicalDrafter as HierarchicalDrafter
 from hierdraft._core import ModelStore as ModelStore
 from hierdraft._core import StoreFormatError as StoreFormatError
@@ -48,6 +49,7 @@ __all__ = [
     "CorpusIndex",
     "DraftSession",
     "DraftTree",
+    "GgufFormatError",
     "GenerationResult",
     "HierarchicalDrafter",
     "ModelStore",

