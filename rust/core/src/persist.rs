@@ -15,12 +15,19 @@
 //! 32  total_len    u64       length of the whole file
 //! 40  payload_crc  u32       CRC32 of bytes [64, total_len)
 //! 44  header_crc   u32       CRC32 of bytes [0, 44)
-//! 48  reserved     [u8; 16]  zero
+//! 48  reserved     [u8; 16]  zero (a loader refuses anything else)
 //! 64  params       [u64; num_params]
 //!     section_lens [u64; num_sections]   element counts
 //!     metadata     [u8; metadata_len], zero-padded to a multiple of 8
 //!     sections     each [u32; len], zero-padded to a multiple of 8 bytes
 //! ```
+//!
+//! One table of [`Field`]s (`MAGIC` .. `RESERVED`) is this layout in code: the writer
+//! ([`Header::encode`]) and the loader ([`Header::decode`]) both go through it.
+//!
+//! The reserved bytes are not covered by the header checksum (files written before they were
+//! checked have the same checksum), so the loader requires them to be zero instead: a flip there
+//! is refused as corruption, and a later format that uses them must raise the version.
 //!
 //! Every section starts 8-byte aligned, so on little-endian machines it is used in place from the
 //! mapping ([`U32Array`]). Files are written to `<path>.tmp-<pid>-<n>` in the same directory,
@@ -40,6 +47,116 @@ use crate::error::{Error, Result};
 /// Size of the fixed header in bytes.
 pub const HEADER_LEN: usize = 64;
 const FLAG_HAS_VOCAB: u32 = 1;
+
+/// One fixed-width, little-endian field of the header: `len` bytes at byte `at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Field {
+    at: usize,
+    len: usize,
+}
+
+impl Field {
+    /// The field of `len` bytes right after `self`.
+    const fn then(self, len: usize) -> Field {
+        Field {
+            at: self.at + self.len,
+            len,
+        }
+    }
+
+    const fn end(self) -> usize {
+        self.at + self.len
+    }
+
+    fn bytes(self, header: &[u8; HEADER_LEN]) -> &[u8] {
+        &header[self.at..self.end()]
+    }
+
+    fn put(self, header: &mut [u8; HEADER_LEN], value: &[u8]) {
+        header[self.at..self.end()].copy_from_slice(value);
+    }
+
+    fn u32(self, header: &[u8; HEADER_LEN]) -> u32 {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(self.bytes(header));
+        u32::from_le_bytes(b)
+    }
+
+    fn u64(self, header: &[u8; HEADER_LEN]) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(self.bytes(header));
+        u64::from_le_bytes(b)
+    }
+}
+
+// The header layout, in file order: each field starts where the previous one ends.
+const MAGIC: Field = Field { at: 0, len: 8 };
+const VERSION: Field = MAGIC.then(4);
+const FLAGS: Field = VERSION.then(4);
+const VOCAB_SIZE: Field = FLAGS.then(4);
+const NUM_PARAMS: Field = VOCAB_SIZE.then(4);
+const NUM_SECTIONS: Field = NUM_PARAMS.then(4);
+const METADATA_LEN: Field = NUM_SECTIONS.then(4);
+const TOTAL_LEN: Field = METADATA_LEN.then(8);
+const PAYLOAD_CRC: Field = TOTAL_LEN.then(4);
+/// Covers every byte before it.
+const HEADER_CRC: Field = PAYLOAD_CRC.then(4);
+const RESERVED: Field = HEADER_CRC.then(16);
+const _: () = assert!(RESERVED.end() == HEADER_LEN);
+
+/// The fixed header, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Header {
+    magic: [u8; 8],
+    version: u32,
+    flags: u32,
+    vocab_size: u32,
+    num_params: u32,
+    num_sections: u32,
+    metadata_len: u32,
+    total_len: u64,
+    payload_crc: u32,
+}
+
+impl Header {
+    /// The header's bytes: the fields, their checksum, zero reserved bytes.
+    fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        MAGIC.put(&mut h, &self.magic);
+        VERSION.put(&mut h, &self.version.to_le_bytes());
+        FLAGS.put(&mut h, &self.flags.to_le_bytes());
+        VOCAB_SIZE.put(&mut h, &self.vocab_size.to_le_bytes());
+        NUM_PARAMS.put(&mut h, &self.num_params.to_le_bytes());
+        NUM_SECTIONS.put(&mut h, &self.num_sections.to_le_bytes());
+        METADATA_LEN.put(&mut h, &self.metadata_len.to_le_bytes());
+        TOTAL_LEN.put(&mut h, &self.total_len.to_le_bytes());
+        PAYLOAD_CRC.put(&mut h, &self.payload_crc.to_le_bytes());
+        let crc = checksum(&h);
+        HEADER_CRC.put(&mut h, &crc.to_le_bytes());
+        h
+    }
+
+    fn decode(h: &[u8; HEADER_LEN]) -> Header {
+        let mut magic = [0u8; 8];
+        magic.copy_from_slice(MAGIC.bytes(h));
+        Header {
+            magic,
+            version: VERSION.u32(h),
+            flags: FLAGS.u32(h),
+            vocab_size: VOCAB_SIZE.u32(h),
+            num_params: NUM_PARAMS.u32(h),
+            num_sections: NUM_SECTIONS.u32(h),
+            metadata_len: METADATA_LEN.u32(h),
+            total_len: TOTAL_LEN.u64(h),
+            payload_crc: PAYLOAD_CRC.u32(h),
+        }
+    }
+}
+
+/// The checksum that header bytes `h` must carry in [`HEADER_CRC`]: of every byte before it.
+fn checksum(h: &[u8; HEADER_LEN]) -> u32 {
+    crc32fast::hash(&h[..HEADER_CRC.at])
+}
 
 /// Identifies one kind of file: its magic bytes, current version and a human-readable name.
 #[derive(Clone, Copy, Debug)]
@@ -189,26 +306,30 @@ impl<W: Write> PayloadWriter<W> {
     }
 }
 
-fn encode_header(kind: &FileKind, content: &FileContent<'_>, total: u64, crc: u32) -> Vec<u8> {
-    let mut h = Vec::with_capacity(HEADER_LEN);
-    h.extend_from_slice(&kind.magic);
-    h.extend_from_slice(&kind.version.to_le_bytes());
+fn encode_header(
+    kind: &FileKind,
+    content: &FileContent<'_>,
+    total: u64,
+    crc: u32,
+) -> [u8; HEADER_LEN] {
     let flags = if content.vocab_size.is_some() {
         FLAG_HAS_VOCAB
     } else {
         0
     };
-    h.extend_from_slice(&flags.to_le_bytes());
-    h.extend_from_slice(&content.vocab_size.unwrap_or(0).to_le_bytes());
-    h.extend_from_slice(&(content.params.len() as u32).to_le_bytes());
-    h.extend_from_slice(&(content.sections.len() as u32).to_le_bytes());
-    h.extend_from_slice(&(content.metadata.len() as u32).to_le_bytes());
-    h.extend_from_slice(&total.to_le_bytes());
-    h.extend_from_slice(&crc.to_le_bytes());
-    let header_crc = crc32fast::hash(&h);
-    h.extend_from_slice(&header_crc.to_le_bytes());
-    h.resize(HEADER_LEN, 0);
-    h
+    // write_file checked that the counts fit in u32.
+    Header {
+        magic: kind.magic,
+        version: kind.version,
+        flags,
+        vocab_size: content.vocab_size.unwrap_or(0),
+        num_params: content.params.len() as u32,
+        num_sections: content.sections.len() as u32,
+        metadata_len: content.metadata.len() as u32,
+        total_len: total,
+        payload_crc: crc,
+    }
+    .encode()
 }
 
 fn temp_path(path: &Path) -> PathBuf {
@@ -287,10 +408,6 @@ fn sync_parent_dir(path: &Path) {
     }
 }
 
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
 fn le_u64(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
@@ -320,41 +437,47 @@ pub fn read_file(path: &Path, kind: &FileKind) -> Result<LoadedFile> {
     // SAFETY: the map is read-only. Like every mmap-based reader we rely on the file not being
     // modified in place while mapped; our own writer never does that (it renames a new file).
     let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?);
-    let h = &map[..HEADER_LEN];
-    if h[..8] != kind.magic {
+    let mut raw = [0u8; HEADER_LEN];
+    raw.copy_from_slice(&map[..HEADER_LEN]);
+    let h = Header::decode(&raw);
+    if h.magic != kind.magic {
         return Err(bad_magic(path, kind));
     }
-    let version = le_u32(h, 8);
-    if version != kind.version {
+    if h.version != kind.version {
         return Err(Error::UnsupportedVersion {
             path: path.to_path_buf(),
-            found: version,
+            found: h.version,
             expected: kind.version,
         });
     }
-    if crc32fast::hash(&h[..44]) != le_u32(h, 44) {
+    if checksum(&raw) != HEADER_CRC.u32(&raw) {
         return Err(Error::ChecksumMismatch {
             path: path.to_path_buf(),
         });
-    }
-    let flags = le_u32(h, 12);
-    let vocab = le_u32(h, 16);
-    let num_params = le_u32(h, 20) as u64;
-    let num_sections = le_u32(h, 24) as u64;
-    let metadata_len = le_u32(h, 28) as u64;
-    let total = le_u64(h, 32);
-    if file_len < total {
-        return Err(truncated(total));
     }
     let corrupt = |reason: &str| Error::Corrupt {
         path: path.to_path_buf(),
         reason: reason.to_string(),
     };
+    if RESERVED.bytes(&raw).iter().any(|&b| b != 0) {
+        return Err(corrupt(&format!(
+            "reserved header bytes [{}, {}) are not zero",
+            RESERVED.at,
+            RESERVED.end()
+        )));
+    }
+    let num_params = u64::from(h.num_params);
+    let num_sections = u64::from(h.num_sections);
+    let metadata_len = u64::from(h.metadata_len);
+    let total = h.total_len;
+    if file_len < total {
+        return Err(truncated(total));
+    }
     if file_len > total {
         return Err(corrupt("trailing bytes after the end given in the header"));
     }
     let total = usize::try_from(total).map_err(|_| corrupt("file too large"))?;
-    if crc32fast::hash(&map[HEADER_LEN..total]) != le_u32(h, 40) {
+    if crc32fast::hash(&map[HEADER_LEN..total]) != h.payload_crc {
         return Err(Error::ChecksumMismatch {
             path: path.to_path_buf(),
         });
@@ -383,7 +506,7 @@ pub fn read_file(path: &Path, kind: &FileKind) -> Result<LoadedFile> {
     for len in lens {
         let bytes = len
             .checked_mul(4)
-            .filter(|b| pos + b <= total as u64)
+            .filter(|&b| pos.checked_add(b).is_some_and(|end| end <= total as u64))
             .ok_or_else(|| corrupt("section exceeds the file"))?;
         let array = U32Array::mapped(&map, pos as usize, len as usize)
             .ok_or_else(|| corrupt("section exceeds the file"))?;
@@ -396,7 +519,7 @@ pub fn read_file(path: &Path, kind: &FileKind) -> Result<LoadedFile> {
     }
     Ok(LoadedFile {
         path: path.to_path_buf(),
-        vocab_size: (flags & FLAG_HAS_VOCAB != 0).then_some(vocab),
+        vocab_size: (h.flags & FLAG_HAS_VOCAB != 0).then_some(h.vocab_size),
         params,
         metadata,
         sections,
@@ -428,6 +551,42 @@ mod tests {
         version: 3,
         name: "test",
     };
+
+    #[test]
+    fn header_layout_is_the_documented_one() {
+        // These offsets are the file format: files already written depend on them.
+        let fields = [
+            (MAGIC, 0, 8),
+            (VERSION, 8, 4),
+            (FLAGS, 12, 4),
+            (VOCAB_SIZE, 16, 4),
+            (NUM_PARAMS, 20, 4),
+            (NUM_SECTIONS, 24, 4),
+            (METADATA_LEN, 28, 4),
+            (TOTAL_LEN, 32, 8),
+            (PAYLOAD_CRC, 40, 4),
+            (HEADER_CRC, 44, 4),
+            (RESERVED, 48, 16),
+        ];
+        for (field, at, len) in fields {
+            assert_eq!(field, Field { at, len });
+        }
+        let header = Header {
+            magic: KIND.magic,
+            version: 7,
+            flags: FLAG_HAS_VOCAB,
+            vocab_size: 262_144,
+            num_params: 3,
+            num_sections: 2,
+            metadata_len: 11,
+            total_len: 1 << 40,
+            payload_crc: 0xDEAD_BEEF,
+        };
+        let bytes = header.encode();
+        assert_eq!(Header::decode(&bytes), header);
+        assert_eq!(checksum(&bytes), HEADER_CRC.u32(&bytes));
+        assert!(RESERVED.bytes(&bytes).iter().all(|&b| b == 0));
+    }
 
     #[test]
     fn round_trip_and_alignment() {
