@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_llama
 
 from hierdraft import _core as hd_core
 from hierdraft import stores
@@ -56,24 +57,16 @@ def make_tokenizer(words=WORDS, name="tiny-words"):
 
 
 def make_model(vocab_size: int, seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
+    """A tiny random Llama over the word vocabulary (float64: exact greedy ties)."""
+    return make_tiny_llama(
+        seed=seed,
         vocab_size=vocab_size,
         hidden_size=32,
         intermediate_size=64,
-        num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
-        max_position_embeddings=512,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
         initializer_range=0.2,
-        attn_implementation="sdpa",
     )
-    return LlamaForCausalLM(config).eval().to(torch.float64)  # float64: exact greedy ties
 
 
 @pytest.fixture(scope="module")

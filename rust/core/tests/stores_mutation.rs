@@ -8,7 +8,7 @@
 //! would), which sends the damage past the checksums to the structural validation behind them.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use hierdraft_core::persist::HEADER_LEN;
@@ -234,32 +234,37 @@ fn config() -> ProptestConfig {
     }
 }
 
+/// Writes `original` damaged by `m` (resealed or not) into a fresh folder; returns the folder
+/// (removed when dropped) and the file's path.
+fn damaged_file(
+    original: Vec<u8>,
+    other: &[u8],
+    m: &Mutation,
+    resealed: bool,
+) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store.bin");
+    let mut bytes = original;
+    apply(m, &mut bytes, other);
+    if resealed {
+        reseal(&mut bytes);
+    }
+    fs::write(&path, &bytes).expect("write");
+    (dir, path)
+}
+
 proptest! {
     #![proptest_config(config())]
 
     #[test]
     fn mutated_model_store_files_error_or_serve(m in mutation(), resealed in any::<bool>()) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("m.bin");
-        let mut bytes = model_file();
-        apply(&m, &mut bytes, &corpus_file());
-        if resealed {
-            reseal(&mut bytes);
-        }
-        fs::write(&path, &bytes).expect("write");
+        let (dir, path) = damaged_file(model_file(), &corpus_file(), &m, resealed);
         check_model(&path, &dir.path().join("again.bin"));
     }
 
     #[test]
     fn mutated_corpus_index_files_error_or_serve(m in mutation(), resealed in any::<bool>()) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c.bin");
-        let mut bytes = corpus_file();
-        apply(&m, &mut bytes, &model_file());
-        if resealed {
-            reseal(&mut bytes);
-        }
-        fs::write(&path, &bytes).expect("write");
+        let (_dir, path) = damaged_file(corpus_file(), &model_file(), &m, resealed);
         check_corpus(&path);
     }
 }
