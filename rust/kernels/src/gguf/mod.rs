@@ -10,8 +10,11 @@
 //! of types hierdraft does not compute with do not stop a file from opening; asking for one
 //! fails with an error naming it and its type. No input makes the reader panic.
 //!
-//! Layout: [`cursor`] (bounded reads) -> [`reader`] (reads with errors that name the field) ->
-//! [`metadata`] and [`tensors`] (the two sections) -> [`header`] (the whole file) -> this module
+//! Keys, tensor names and string values must be UTF-8, as the GGUF spec says. A mapped file must
+//! not be truncated or rewritten in place while it is open (as with any memory map).
+//!
+//! Layout: `cursor` (bounded reads) -> `reader` (reads with errors that name the field) ->
+//! `metadata` and `tensors` (the two sections) -> `header` (the whole file) -> this module
 //! (the public API).
 
 mod cursor;
