@@ -131,11 +131,12 @@ def test_truncated(kind: str, keep: int, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("where", ["payload-start", "payload-end", "header"])
+@pytest.mark.parametrize("where", ["payload-start", "payload-end", "header", "reserved"])
 def test_corrupted(kind: str, where: str, tmp_path: Path) -> None:
     path, data = saved(kind, tmp_path)
     buf = bytearray(data)
-    offset = {"payload-start": 64, "payload-end": len(buf) - 5, "header": 20}[where]
+    # "reserved": header bytes [48, 64), outside the header checksum, must be zero.
+    offset = {"payload-start": 64, "payload-end": len(buf) - 5, "header": 20, "reserved": 50}[where]
     buf[offset] ^= 0x5A
     path.write_bytes(bytes(buf))
     with pytest.raises(hierdraft.StoreFormatError, match="checksum|corrupt"):
