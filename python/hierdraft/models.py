@@ -244,16 +244,29 @@ def _tokenizer_dir(gguf: Path, key: str | None) -> Path:
 
 def _gguf_tokenizer(gguf: Path, key: str | None, model_type: str | None = None):
     """The GGUF file's tokenizer, converted by transformers once and cached. `model_type`
-    (transformers' name of the architecture) picks the tokenizer class; read from the file
-    when not given."""
-    from transformers import AutoTokenizer
+    (transformers' name of the architecture) picks the converter's tokenizer class; read from
+    the file when not given.
 
+    The cached tokenizer is loaded as a `PreTrainedTokenizerFast`: the same tokenization,
+    decoding and special tokens as the architecture's own class (tested), without the per-class
+    Python structures that hold a second copy of a large vocabulary (about 160 MB for Gemma's).
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    from .memory import release_free_memory
+
+    folder = _tokenizer_dir(gguf, key)
+    if not _is_complete(folder):
+        _convert_tokenizer(gguf, folder, model_type)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
+    release_free_memory()  # the parser's temporary structures
+    return tokenizer
+
+
+def _convert_tokenizer(gguf: Path, folder: Path, model_type: str | None) -> None:
     from .gguf_metadata import gguf_config, gguf_tokenizer
     from .gguf_model import open_gguf
 
-    folder = _tokenizer_dir(gguf, key)
-    if _is_complete(folder):
-        return AutoTokenizer.from_pretrained(folder)
     start = time.perf_counter()
     if model_type is None:
         model_type = gguf_config(open_gguf(gguf), gguf).model_type
@@ -266,7 +279,6 @@ def _gguf_tokenizer(gguf: Path, key: str | None, model_type: str | None = None):
     except OSError:
         if not _is_complete(folder):  # another process may have written it first
             raise
-    return tokenizer
 
 
 def _default_tokenizer_key() -> str:
