@@ -177,8 +177,8 @@ def run_checks(model_dir: Path, steps: int, k: int, max_model_len: int, max_num_
                 starts["n"] += 1
                 return real_start(prompt)
 
-            def propose_batch(self, sessions):
-                return proposer.drafter.propose_batch(sessions)
+            def propose_chains(self, sessions, max_lens):
+                return proposer.drafter.propose_chains(sessions, max_lens)
 
         counted = HierdraftProposer(cfg, drafter=Counting())
         scheduled: dict[str, list[int]] = {}

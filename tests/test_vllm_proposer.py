@@ -79,9 +79,9 @@ class CountingDrafter:
         self.starts += 1
         return self.inner.start(prompt)
 
-    def propose_batch(self, sessions):
+    def propose_chains(self, sessions, max_lens):
         self.batches += 1
-        return self.inner.propose_batch(sessions)
+        return self.inner.propose_chains(sessions, max_lens)
 
 
 class FakeBatch:
@@ -392,7 +392,7 @@ def test_table_without_learning_leaves_the_model_store_alone(store_paths):
     drafter = hierdraft.HierarchicalDrafter(model_store=store)
     table = SessionTable(drafter, max_idle=0, learn=False)
     tokens = np.array([[1, 2, 3, 97, 13, 71, 29]], dtype=np.int32)
-    table.step([4], np.array([7]), tokens)
+    table.step([[97, 13, 71, 29]], np.array([7]), tokens)
     table.step([], np.array([], dtype=np.int64), tokens)
     assert table.idle == 0 and table.live == 0
     assert not any(c[0].tolist() == [71, 29] for c in store.lookup([97, 13], k=8, max_len=2))
@@ -496,3 +496,19 @@ def test_context_level_alone_is_logged_once(caplog, monkeypatch):
         "hierdraft: no tokenizer known (model_config.tokenizer is None), so no default store is used; "
         "drafting from the context level alone"
     ) == 1
+
+
+def test_a_token_outside_the_stores_vocabulary_names_its_row(store_paths):
+    proposer = proposer_with_stores(store_paths, counting=False)
+    tokens = np.zeros((3, 256), dtype=np.int32)
+    tokens[:, :4] = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
+    num = np.array([4, 4, 4], dtype=np.int32)
+    proposer.propose([[4], [8], [12]], num, tokens)
+    tokens[:, 4] = [1, 150, 2]
+    num[:] = 5
+    with pytest.raises(ValueError, match=r"row 1: tokens\[1\].*150"):
+        proposer.propose([[1], [150], [2]], num, tokens)
+    tokens[1, 4] = 3
+    drafts = proposer.propose([[1], [3], [2]], num, tokens)
+    batch = types.SimpleNamespace(num_tokens_no_spec=num, token_ids_cpu=tokens, max_model_len=256)
+    assert drafts == [reference_draft(proposer.drafter, batch, i, 4) for i in range(3)]

@@ -6,10 +6,11 @@ One call of :meth:`HierdraftProposer.propose` per engine step:
    tensor is viewed, not copied);
 2. brings every row's draft session up to date (:class:`~hierdraft.vllm.sessions.SessionTable`:
    sessions found by content, extended incrementally);
-3. drafts a tree for every row that has new tokens and room left, all in one
-   ``HierarchicalDrafter.propose_batch`` call (Rust, parallel, the GIL released);
-4. cuts each tree to its most probable root-to-leaf path (``DraftTree.best_chain``) of at most
-   ``min(K, max_model_len - length)`` tokens, since vLLM verifies chains, not trees.
+3. drafts a tree for every row that has new tokens and room left and cuts it to its most
+   probable root-to-leaf path (``DraftTree.best_chain``) of at most ``min(K, max_model_len -
+   length)`` tokens, since vLLM verifies chains, not trees: all rows in one
+   ``HierarchicalDrafter.propose_chains`` call (Rust, the trees drafted in parallel as
+   ``propose_batch`` does, the GIL released).
 
 Rows without new tokens (vLLM passes ``[]`` for a prefill chunk or a discarded row), rows at
 ``max_model_len`` and rows whose tree is empty get ``[]``.
@@ -92,6 +93,8 @@ class HierdraftProposer:
             raise TypeError(f"token_ids_cpu must have dtype int32, int64 or uint32, got {tokens.dtype}")
         if rows == 0:
             return []
+        if not tokens.flags.c_contiguous:  # the sessions read rows as contiguous slices
+            tokens = np.ascontiguousarray(tokens[:rows])
         if num_tokens.shape[0] < rows or tokens.shape[0] < rows:
             raise ValueError(
                 f"{rows} rows in sampled_token_ids, but num_tokens_no_spec has {num_tokens.shape[0]} "
@@ -101,14 +104,16 @@ class HierdraftProposer:
         lengths = num_tokens[:rows].astype(np.int64)
         self._check_lengths(counts, lengths, tokens.shape[1])
 
-        sessions = self.sessions.step(counts, lengths, tokens)
+        sessions = self.sessions.step(sampled_token_ids, lengths, tokens, counts)
         room = np.minimum(self.num_speculative_tokens, self.max_model_len - lengths).tolist()
         drafting = [i for i in range(rows) if sessions[i] is not None and room[i] > 0]
+        if len(drafting) == rows:
+            return self.drafter.propose_chains(sessions, room)
         out: list[list[int]] = [[] for _ in range(rows)]
         if drafting:
-            trees = self.drafter.propose_batch([sessions[i] for i in drafting])
-            for i, tree in zip(drafting, trees):
-                out[i] = tree.best_chain(room[i]).tolist()
+            chains = self.drafter.propose_chains([sessions[i] for i in drafting], [room[i] for i in drafting])
+            for i, chain in zip(drafting, chains):
+                out[i] = chain
         return out
 
     def _check_lengths(self, counts: list[int], lengths: np.ndarray, width: int) -> None:

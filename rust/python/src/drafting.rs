@@ -7,7 +7,7 @@
 
 use std::sync::{RwLock, RwLockReadGuard};
 
-use hierdraft_core::{DraftSession, DraftTree, DrafterConfig, HierarchicalDrafter, Level};
+use hierdraft_core::{DraftSession, DraftTree, DrafterConfig, Error, HierarchicalDrafter, Level};
 use numpy::prelude::*;
 use numpy::{PyArray1, PyArray2};
 use pyo3::exceptions::PyValueError;
@@ -120,34 +120,73 @@ impl PyHierarchicalDrafter {
         sessions: Vec<Bound<'_, PyDraftSession>>,
     ) -> PyResult<Vec<PyDraftTree>> {
         let refs: Vec<&PyDraftSession> = sessions.iter().map(|s| s.get()).collect();
-        let trees = py.detach(|| {
-            // Lock each distinct session once, in address order, so concurrent batches over
-            // overlapping sessions cannot deadlock and a session listed twice is fine.
-            let mut unique: Vec<&PyDraftSession> = refs.clone();
-            unique.sort_by_key(|s| *s as *const PyDraftSession as usize);
-            unique.dedup_by_key(|s| *s as *const PyDraftSession as usize);
-            let guards = unique
-                .iter()
-                .map(|s| s.inner.read().map_err(|_| poisoned()))
-                .collect::<PyResult<Vec<RwLockReadGuard<'_, Option<DraftSession>>>>>()?;
-            let mut batch: Vec<&DraftSession> = Vec::with_capacity(refs.len());
-            for (i, s) in refs.iter().enumerate() {
-                let pos = unique
-                    .binary_search_by_key(&(*s as *const PyDraftSession as usize), |u| {
-                        *u as *const PyDraftSession as usize
-                    })
-                    .map_err(|_| poisoned())?;
-                match guards[pos].as_ref() {
-                    Some(sess) => batch.push(sess),
-                    None => return Err(finished_error(&format!("sessions[{i}]"))),
-                }
-            }
-            Ok(hierdraft_core::propose_batch(&batch))
-        })?;
+        let trees = py.detach(|| with_sessions(&refs, hierdraft_core::propose_batch))?;
         Ok(trees
             .into_iter()
             .map(|t| PyDraftTree { inner: t })
             .collect())
+    }
+
+    /// Records accepted tokens for many sessions in one call: `sessions[i].accept(tokens[i])` for
+    /// every i, in order. Stops at the first error, which names its index; the sessions before it
+    /// keep their tokens.
+    fn accept_batch(
+        &self,
+        py: Python<'_>,
+        sessions: Vec<Bound<'_, PyDraftSession>>,
+        tokens: Vec<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        if tokens.len() != sessions.len() {
+            return Err(PyValueError::new_err(format!(
+                "tokens has {} entries for {} sessions",
+                tokens.len(),
+                sessions.len()
+            )));
+        }
+        let values = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| convert::tokens(t, &format!("tokens[{i}]")))
+            .collect::<PyResult<Vec<Vec<u32>>>>()?;
+        let refs: Vec<&PyDraftSession> = sessions.iter().map(|s| s.get()).collect();
+        py.detach(|| {
+            refs.iter()
+                .zip(&values)
+                .enumerate()
+                .try_for_each(|(i, (s, t))| s.accept_tokens(t, Some(i)))
+        })
+    }
+
+    /// Like `propose_batch`, but returns only each tree's best chain (`DraftTree.best_chain`) of
+    /// at most `max_lens[i]` tokens, as lists of ints: what a chain verifier (vLLM) consumes.
+    fn propose_chains(
+        &self,
+        py: Python<'_>,
+        sessions: Vec<Bound<'_, PyDraftSession>>,
+        max_lens: Vec<i64>,
+    ) -> PyResult<Vec<Vec<u32>>> {
+        if max_lens.len() != sessions.len() {
+            return Err(PyValueError::new_err(format!(
+                "max_lens has {} entries for {} sessions",
+                max_lens.len(),
+                sessions.len()
+            )));
+        }
+        let max_lens = max_lens
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| convert::count(&format!("max_lens[{i}]"), k))
+            .collect::<PyResult<Vec<usize>>>()?;
+        let refs: Vec<&PyDraftSession> = sessions.iter().map(|s| s.get()).collect();
+        py.detach(|| {
+            with_sessions(&refs, |batch| {
+                hierdraft_core::propose_batch(batch)
+                    .iter()
+                    .zip(&max_lens)
+                    .map(|(tree, &k)| tree.best_chain(k))
+                    .collect()
+            })
+        })
     }
 
     /// Level names in reading order.
@@ -220,6 +259,36 @@ impl PyHierarchicalDrafter {
     }
 }
 
+/// Runs `f` on the sessions behind `refs` (in that order), read-locked for the call.
+///
+/// Each distinct session is locked once, in address order, so concurrent batches over
+/// overlapping sessions cannot deadlock and a session listed twice is fine.
+fn with_sessions<T>(
+    refs: &[&PyDraftSession],
+    f: impl FnOnce(&[&DraftSession]) -> T,
+) -> PyResult<T> {
+    let mut unique: Vec<&PyDraftSession> = refs.to_vec();
+    unique.sort_by_key(|s| *s as *const PyDraftSession as usize);
+    unique.dedup_by_key(|s| *s as *const PyDraftSession as usize);
+    let guards = unique
+        .iter()
+        .map(|s| s.inner.read().map_err(|_| poisoned()))
+        .collect::<PyResult<Vec<RwLockReadGuard<'_, Option<DraftSession>>>>>()?;
+    let mut batch: Vec<&DraftSession> = Vec::with_capacity(refs.len());
+    for (i, s) in refs.iter().enumerate() {
+        let pos = unique
+            .binary_search_by_key(&(*s as *const PyDraftSession as usize), |u| {
+                *u as *const PyDraftSession as usize
+            })
+            .map_err(|_| poisoned())?;
+        match guards[pos].as_ref() {
+            Some(sess) => batch.push(sess),
+            None => return Err(finished_error(&format!("sessions[{i}]"))),
+        }
+    }
+    Ok(f(&batch))
+}
+
 fn finished_error(what: &str) -> PyErr {
     PyValueError::new_err(format!("{what}: the draft session is finished"))
 }
@@ -231,6 +300,24 @@ pub struct PyDraftSession {
 }
 
 impl PyDraftSession {
+    /// `DraftSession::accept` under the write lock; `index` (in a batch) is named in error
+    /// messages.
+    fn accept_tokens(&self, tokens: &[u32], index: Option<usize>) -> PyResult<()> {
+        let mut guard = self.inner.write().map_err(|_| poisoned())?;
+        match guard.as_mut() {
+            Some(s) => s.accept(tokens).map_err(|e| match (e, index) {
+                (e @ (Error::TokenOutOfVocab { .. } | Error::ReservedToken { .. }), Some(i)) => {
+                    PyValueError::new_err(format!("tokens[{i}]: {e}"))
+                }
+                (other, _) => to_py(other),
+            }),
+            None => Err(finished_error(&index.map_or_else(
+                || "session".to_string(),
+                |i| format!("sessions[{i}]"),
+            ))),
+        }
+    }
+
     fn read<T>(&self, f: impl FnOnce(&DraftSession) -> T) -> PyResult<T> {
         let guard = self.inner.read().map_err(|_| poisoned())?;
         match guard.as_ref() {
@@ -251,13 +338,7 @@ impl PyDraftSession {
     /// Records the accepted tokens (bonus token included).
     fn accept(&self, py: Python<'_>, tokens: &Bound<'_, PyAny>) -> PyResult<()> {
         let tokens = convert::tokens(tokens, "tokens")?;
-        py.detach(|| {
-            let mut guard = self.inner.write().map_err(|_| poisoned())?;
-            match guard.as_mut() {
-                Some(s) => s.accept(&tokens).map_err(to_py),
-                None => Err(finished_error("session")),
-            }
-        })
+        py.detach(|| self.accept_tokens(&tokens, None))
     }
 
     /// Ends the request; with `learn`, the accepted output feeds the model store. Calling it again
