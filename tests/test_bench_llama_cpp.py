@@ -234,3 +234,25 @@ def test_peer_differences_are_no_mismatch_but_hierdraft_ones_are(
         assert first is not None and first <= pld["new_tokens"] - 1
     listed = [line for line in capsys.readouterr().err.splitlines() if "differs from" in line]
     assert len(listed) == 2 and all("hf-ar differs from ar" in line for line in listed)
+
+
+@pytest.mark.slow
+def test_peers_take_prompts_longer_than_a_batch(peer_model):
+    """llama.cpp decodes a prompt in batches of 512 rows; with a draft model llama-cpp-python
+    keeps every row's logits, which must fit a prompt longer than one batch."""
+    from hierdraft.bench.llama_cpp_methods import context_size
+
+    settings = DecodeSettings(max_new_tokens=2)
+    prompt = [2] + [(i * 7919) % 200 + 1000 for i in range(530)]  # <bos> and 530 ordinary ids
+    n_ctx = context_size(len(prompt), settings.max_new_tokens)
+    assert n_ctx % 256 == 0 and n_ctx >= len(prompt) + 2
+    build = build_peer_methods(["llama.cpp", "llama.cpp-pld"], peer_model, settings,
+                               threads=1, n_ctx=n_ctx, pld_tokens=4)
+    assert build.skip_reason is None
+    for name, method in build.methods.items():
+        rec = method.run(prompt)
+        assert len(rec.tokens) == 2 and rec.forwards <= 2, name
+        assert rec.prefill_time is not None and rec.prefill_tokens == 1, name
+    with pytest.raises(ValueError, match="exceeds its context"):
+        build.methods["llama.cpp"].run(prompt + [1000] * (n_ctx - len(prompt)))
+

@@ -250,10 +250,15 @@ def build_peer_methods(
     for name in wanted:
         t0 = time.perf_counter()
         drafter = None
+        extra: dict[str, Any] = {}
         if name == PLD_METHOD:
             drafter = _StepClock(LlamaPromptLookupDecoding(
                 max_ngram_size=DEFAULT_PLD_NGRAM, num_pred_tokens=pld_tokens))
-        llm = llama_cpp.Llama(**common, draft_model=drafter)
+            # A draft model makes llama-cpp-python keep every row's logits, but it sizes that
+            # array by the logits_all argument: without logits_all=True it has n_batch rows and a
+            # prompt longer than n_batch fails.
+            extra["logits_all"] = True
+        llm = llama_cpp.Llama(**common, **extra, draft_model=drafter)
         load_s[name] = time.perf_counter() - t0
         if llm.n_ctx() != n_ctx:
             raise ValueError(f"llama.cpp made a context of {llm.n_ctx()} tokens instead of {n_ctx}; "
