@@ -32,12 +32,26 @@ impl WeightRows for F32Rows<'_> {
         self.k
     }
 
-    fn tile<'a>(&'a self, rows: Range<usize>, _: &'a mut Vec<f32>, _: bool) -> &'a [f32] {
-        &self.values[rows.start * self.k..rows.end * self.k]
+    fn col_align(&self) -> usize {
+        1
     }
 
-    fn ahead(&self, rows: Range<usize>) -> &[f32] {
-        &self.values[rows.start * self.k..rows.end * self.k]
+    fn values(
+        &self,
+        rows: Range<usize>,
+        cols: Range<usize>,
+        _: Range<usize>,
+        _: &mut Vec<f32>,
+        _: bool,
+    ) -> (*const f32, usize) {
+        (
+            self.values[rows.start * self.k + cols.start..].as_ptr(),
+            self.k,
+        )
+    }
+
+    fn prefetch_in_kernel(&self) -> bool {
+        true
     }
 }
 

@@ -1,12 +1,14 @@
 //! The parallel driver of `out = x · Wᵀ` shared by [`crate::linear_rows`] (f32 weights) and
-//! [`crate::qlinear`] (GGUF blocks): it splits the weight rows into chunks (rayon tasks) and each
-//! chunk into tiles; a tile's f32 values are obtained once (borrowed, or dequantized into a
-//! thread-local scratch buffer) and multiplied with every input row by
-//! [`crate::tile_kernel::tile_product`].
+//! [`crate::qlinear`] (GGUF blocks).
 //!
-//! Every weight byte is therefore read from memory once per call, whatever the number of input
-//! rows, and an output element is computed by the tile kernel in its fixed order: the result does
-//! not depend on the other rows of the call, on the tiling, or on the threads.
+//! The weight rows are split into chunks (rayon tasks), each chunk into tiles of a few rows, and
+//! each tile's columns into passes. For every pass, the f32 values of the tile's columns are
+//! obtained once (borrowed, or dequantized into a thread-local scratch buffer small enough to
+//! stay in L1) and multiplied with every input row of the current input tile by
+//! [`crate::tile_kernel::pass_product`]. Every weight byte is therefore read from memory once per
+//! call (once per input tile of `INPUT_TILE` rows for prefill-sized inputs), and an output
+//! element is computed in the kernel's fixed order: the result does not depend on the other rows
+//! of the call, on the tiling, or on the threads.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -14,33 +16,59 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::error::KernelError;
-use crate::tile_kernel::{tile_product, OutTile};
+use crate::tile_kernel::{pass_product, Lanes, OutTile, Pass, LANES};
 
-/// Bytes of f32 weight values one tile holds: small enough to stay in L1/L2 while every input
-/// row is multiplied with it.
-const TILE_BYTES: usize = 32 * 1024;
-/// Weight rows of one tile at least and at most.
-const TILE_ROWS: Range<usize> = 4..64;
+/// Weight rows per tile: a multiple of every kernel group height (8, 6, 4, 3), so tiles split
+/// into whole groups.
+const TILE_ROWS: usize = 24;
+/// Weight rows per tile for one or two input rows: 8 rows fill the one-row kernel, and a pass of
+/// them stays in L1 right after it is dequantized.
+const FEW_INPUTS_TILE_ROWS: usize = 8;
+/// Columns per pass at most (a multiple of 256, the longest block).
+const PASS_COLS: usize = 512;
+/// Input rows per input tile: their accumulators stay in cache between passes.
+const INPUT_TILE: usize = 64;
 /// Rayon tasks per thread: a few dozen keep the threads balanced.
 const TASKS_PER_THREAD: usize = 16;
+/// Weight rows per task at most.
+const MAX_CHUNK_ROWS: usize = 1024;
 
-/// A weight matrix as the driver sees it: `n` rows of `k` values, handed out tile by tile.
+/// A weight matrix as the driver sees it: `n` rows of `k` values, handed out pass by pass.
 pub(crate) trait WeightRows: Sync {
     /// Rows (`n`).
     fn rows(&self) -> usize;
     /// Values per row (`k`).
     fn cols(&self) -> usize;
-    /// The f32 values of weight rows `rows`, row-major: borrowed from the matrix, or converted
-    /// into `scratch` (resized as needed).
-    fn tile<'a>(&'a self, rows: Range<usize>, scratch: &'a mut Vec<f32>, simd: bool) -> &'a [f32];
-    /// Values to prefetch while the tile before `rows` is computed, in the layout of a tile
-    /// (empty when the rows are not plain f32 values).
-    fn ahead(&self, rows: Range<usize>) -> &[f32];
+    /// Passes start at multiples of this many columns (the block length).
+    fn col_align(&self) -> usize;
+    /// Where the f32 values of weight rows `rows`, columns `cols` are: a pointer to the first
+    /// one and the distance between rows. Borrowed from the matrix, or converted into `scratch`
+    /// (resized as needed) while the same columns of the `ahead` rows are prefetched.
+    fn values(
+        &self,
+        rows: Range<usize>,
+        cols: Range<usize>,
+        ahead: Range<usize>,
+        scratch: &mut Vec<f32>,
+        simd: bool,
+    ) -> (*const f32, usize);
+    /// Whether the kernel should prefetch the next tile's values while it computes one (tiles
+    /// are borrowed, consecutive rows of a row-major f32 matrix).
+    fn prefetch_in_kernel(&self) -> bool;
+}
+
+/// A task's working buffers, reused across tasks and calls.
+struct Scratch {
+    /// The f32 values of the current pass (when they are not borrowed).
+    values: Vec<f32>,
+    /// Accumulators between passes.
+    lanes: Vec<Lanes>,
 }
 
 thread_local! {
-    /// Dequantized tile of the current task, reused across tasks and calls.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch { values: Vec::new(), lanes: Vec::new() })
+    };
 }
 
 /// The output buffer, shared by tasks that write disjoint elements.
@@ -77,14 +105,37 @@ pub(crate) fn check_shapes(
     Ok(rows)
 }
 
+/// How the weight rows and columns of one call are cut.
+#[derive(Clone, Copy)]
+struct Plan {
+    tile_rows: usize,
+    pass_cols: usize,
+}
+
+impl Plan {
+    fn new<W: WeightRows>(w: &W, input_rows: usize) -> Self {
+        let k = w.cols();
+        let align = w.col_align().next_multiple_of(LANES);
+        let passes = k.div_ceil(PASS_COLS);
+        Plan {
+            tile_rows: if input_rows <= 2 {
+                FEW_INPUTS_TILE_ROWS
+            } else {
+                TILE_ROWS
+            },
+            pass_cols: k.div_ceil(passes).next_multiple_of(align),
+        }
+    }
+}
+
 /// Writes `x · Wᵀ` into `out` (shapes checked by [`check_shapes`]). Runs on rayon's pool.
 pub(crate) fn multiply<W: WeightRows>(x: &[f32], w: &W, out: &mut [f32], simd: bool) {
     let (n, k) = (w.rows(), w.cols());
     if x.is_empty() || n == 0 {
         return;
     }
-    let tile = tile_rows(k);
-    let chunk = chunk_rows(n, tile);
+    let plan = Plan::new(w, x.len() / k);
+    let chunk = chunk_rows(n, plan.tile_rows);
     let shared = SharedOut(out.as_mut_ptr());
     (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
         let rows = c * chunk..((c + 1) * chunk).min(n);
@@ -92,7 +143,7 @@ pub(crate) fn multiply<W: WeightRows>(x: &[f32], w: &W, out: &mut [f32], simd: b
             // SAFETY: the chunks partition 0..n, so each task writes only columns `rows` of
             // every output row: no two tasks touch the same element, and all indices stay
             // inside `out` (rows x n values, checked by the caller), which outlives the loop.
-            unsafe { chunk_product(x, w, rows, tile, shared, scratch, simd) }
+            unsafe { chunk_product(x, w, rows, plan, shared, scratch, simd) }
         });
     });
 }
@@ -104,37 +155,62 @@ unsafe fn chunk_product<W: WeightRows>(
     x: &[f32],
     w: &W,
     rows: Range<usize>,
-    tile: usize,
+    plan: Plan,
     out: SharedOut,
-    scratch: &mut Vec<f32>,
+    scratch: &mut Scratch,
     simd: bool,
 ) {
     let (n, k) = (w.rows(), w.cols());
+    let in_kernel_prefetch = w.prefetch_in_kernel();
     let mut start = rows.start;
     while start < rows.end {
-        let end = (start + tile).min(rows.end);
-        let values = w.tile(start..end, scratch, simd);
-        let ahead = w.ahead(end..(end + tile).min(n));
-        let o = OutTile {
-            // SAFETY: column `start` of output row 0 lies inside `out`.
-            ptr: unsafe { out.0.add(start) },
-            stride: n,
-        };
-        // SAFETY: the tile covers columns start..end of every output row, ours to write.
-        unsafe { tile_product(values, x, k, o, ahead, simd) };
+        let end = (start + plan.tile_rows).min(rows.end);
+        let ahead = end..(end + plan.tile_rows).min(n);
+        for (t, x_tile) in x.chunks(INPUT_TILE * k).enumerate() {
+            let mut col = 0;
+            while col < k {
+                let cols = col..(col + plan.pass_cols).min(k);
+                // Prefetch the next tile while its first input tile is computed.
+                let prefetch = if t == 0 { ahead.clone() } else { end..end };
+                let (values, w_stride) = w.values(
+                    start..end,
+                    cols.clone(),
+                    prefetch,
+                    &mut scratch.values,
+                    simd,
+                );
+                let pass = Pass {
+                    w: values,
+                    w_stride,
+                    rows: end - start,
+                    x: x_tile,
+                    k,
+                    start: cols.start,
+                    end: cols.end,
+                    out: OutTile {
+                        ptr: out.0.wrapping_add(t * INPUT_TILE * n + start),
+                        stride: n,
+                    },
+                    ahead: if t == 0 && in_kernel_prefetch {
+                        (end - start) * w_stride
+                    } else {
+                        0
+                    },
+                };
+                // SAFETY: the pass covers columns start..end of the output rows of this input
+                // tile, ours to write; `values` holds the pass's weight values.
+                unsafe { pass_product(pass, &mut scratch.lanes, simd) };
+                col = cols.end;
+            }
+        }
         start = end;
     }
 }
 
-/// Weight rows per tile for rows of `k` values.
-fn tile_rows(k: usize) -> usize {
-    (TILE_BYTES / (4 * k)).clamp(TILE_ROWS.start, TILE_ROWS.end)
-}
-
 /// Weight rows per rayon task: a whole number of tiles.
-fn chunk_rows(n: usize, tile: usize) -> usize {
+fn chunk_rows(n: usize, tile_rows: usize) -> usize {
     let tasks = rayon::current_num_threads().max(1) * TASKS_PER_THREAD;
     n.div_ceil(tasks)
-        .next_multiple_of(tile)
-        .clamp(tile, 1024.max(tile))
+        .next_multiple_of(tile_rows)
+        .min(MAX_CHUNK_ROWS.next_multiple_of(tile_rows))
 }

@@ -6,7 +6,7 @@
 use std::ops::Range;
 
 use crate::cpu::simd_available;
-use crate::dequant::dequantize_unchecked;
+use crate::dequant::{dequantize_unchecked, prefetch};
 use crate::error::KernelError;
 use crate::product::{check_shapes, multiply, WeightRows};
 use crate::quant_matrix::QuantMatrix;
@@ -20,18 +20,36 @@ impl WeightRows for QuantMatrix {
         QuantMatrix::cols(self)
     }
 
-    fn tile<'a>(&'a self, rows: Range<usize>, scratch: &'a mut Vec<f32>, simd: bool) -> &'a [f32] {
-        let len = rows.len() * QuantMatrix::cols(self);
-        if scratch.len() < len {
-            scratch.resize(len, 0.0);
-        }
-        let bytes = &self.data()[rows.start * self.row_bytes()..rows.end * self.row_bytes()];
-        dequantize_unchecked(self.ty(), bytes, &mut scratch[..len], simd);
-        &scratch[..len]
+    fn col_align(&self) -> usize {
+        self.ty().block_len()
     }
 
-    fn ahead(&self, _: Range<usize>) -> &[f32] {
-        &[]
+    fn values(
+        &self,
+        rows: Range<usize>,
+        cols: Range<usize>,
+        ahead: Range<usize>,
+        scratch: &mut Vec<f32>,
+        simd: bool,
+    ) -> (*const f32, usize) {
+        let width = cols.len();
+        if scratch.len() < rows.len() * width {
+            scratch.resize(rows.len() * width, 0.0);
+        }
+        let ty = self.ty();
+        let bytes = cols.start / ty.block_len() * ty.block_bytes()
+            ..cols.end / ty.block_len() * ty.block_bytes();
+        for (i, out) in rows.clone().zip(scratch.chunks_exact_mut(width)) {
+            if let Some(next) = ahead.clone().nth(i - rows.start) {
+                prefetch(&self.row(next)[bytes.clone()]);
+            }
+            dequantize_unchecked(ty, &self.row(i)[bytes.clone()], out, simd);
+        }
+        (scratch.as_ptr(), width)
+    }
+
+    fn prefetch_in_kernel(&self) -> bool {
+        false
     }
 }
 

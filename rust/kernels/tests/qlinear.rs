@@ -27,7 +27,7 @@ proptest! {
 
     #[test]
     fn matches_linear_rows_on_the_dequantized_matrix(
-        type_index in 0..GgmlType::ALL.len(), n in 1usize..150, units in 1usize..40,
+        type_index in 0..GgmlType::ALL.len(), n in 1usize..150, units in 1usize..200,
         tail in 0usize..8, rows in 1usize..=64, seed in any::<u64>()
     ) {
         let ty = GgmlType::ALL[type_index];
@@ -41,7 +41,7 @@ proptest! {
 
     #[test]
     fn portable_path_gives_the_same_bits(
-        type_index in 0..GgmlType::ALL.len(), n in 1usize..40, units in 1usize..12,
+        type_index in 0..GgmlType::ALL.len(), n in 1usize..40, units in 1usize..150,
         tail in 0usize..8, rows in 1usize..12, seed in any::<u64>()
     ) {
         let ty = GgmlType::ALL[type_index];
@@ -76,13 +76,16 @@ proptest! {
 }
 
 #[test]
-fn prefill_sized_inputs_and_many_parallel_chunks() {
+fn prefill_sized_inputs_long_rows_and_many_parallel_chunks() {
     let mut rng = Rng::new(3);
     for (ty, n, k, rows) in [
         (GgmlType::Q8_0, 3001, 64, 17),
         (GgmlType::Q4K, 77, 512, 100),
         (GgmlType::Q5_0, 130, 96, 300),
         (GgmlType::F16, 45, 203, 129),
+        (GgmlType::Q6K, 50, 1280, 70),
+        (GgmlType::F32, 33, 1109, 3),
+        (GgmlType::Q8_0, 30, 2048, 1),
     ] {
         let m = random_matrix(ty, n, k, &mut rng);
         let x = inputs(rows * k, &mut rng);

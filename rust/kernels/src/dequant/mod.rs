@@ -69,6 +69,21 @@ pub(crate) fn dequantize_unchecked(ty: GgmlType, bytes: &[u8], out: &mut [f32], 
     portable::dequantize(ty, bytes, out);
 }
 
+/// Asks the CPU to bring `bytes` into its caches (a hint; nothing on other architectures).
+pub(crate) fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: prefetching is a hint that never faults; the address is inside `bytes`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
+
 impl QuantMatrix {
     /// Dequantizes the whole matrix into `out` (`rows * cols` values, row-major). Runs on
     /// rayon's pool.

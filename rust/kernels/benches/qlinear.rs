@@ -1,0 +1,82 @@
+//! Criterion benchmarks of `qlinear` (GGUF-block weights) on the shapes of a Gemma 3 270M
+//! forward: the 262144 x 640 Q8_0 LM head and the body projections in the types the default
+//! model stores them in, for 1..64 input rows (a verification step's draft tree) and 256 (a
+//! prompt prefill). Weights are random valid blocks (fixed moderate scales).
+//!
+//! Run: `cargo bench -p hierdraft-kernels --bench qlinear` (filter: `-- head`, `-- body`).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use hierdraft_kernels::{qlinear, GgmlType, QuantMatrix};
+
+/// Random quant bytes with every f16 scale set to 2^-6 (finite, moderate).
+fn matrix(ty: GgmlType, rows: usize, cols: usize) -> QuantMatrix {
+    let len = ty.row_bytes(cols).expect("whole blocks") * rows;
+    let mut s = 0x2545_f491_4f6c_dd1du64;
+    let mut data: Vec<u8> = (0..len)
+        .map(|_| {
+            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (s >> 56) as u8
+        })
+        .collect();
+    let scales: &[usize] = match ty {
+        GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
+        GgmlType::Q6K => &[208],
+        GgmlType::F32 => &[],
+        _ => &[0],
+    };
+    for block in data.chunks_exact_mut(ty.block_bytes()) {
+        for &at in scales {
+            block[at..at + 2].copy_from_slice(&0x2400u16.to_le_bytes());
+        }
+    }
+    QuantMatrix::from_vec(ty, rows, cols, data).expect("valid matrix")
+}
+
+fn inputs(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 8) as f32 / 16_777_216.0 - 0.5)
+        .collect()
+}
+
+fn bench_shape(c: &mut Criterion, group: &str, ty: GgmlType, n: usize, k: usize, rows: &[usize]) {
+    let w = matrix(ty, n, k);
+    let name = format!("qlinear/{group}/{}_{n}x{k}", ty.name());
+    let mut g = c.benchmark_group(name);
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    for &r in rows {
+        let x = inputs(r * k);
+        let mut out = vec![0f32; r * n];
+        g.throughput(Throughput::Bytes((n * w.row_bytes()) as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(r), &r, |b, _| {
+            b.iter(|| qlinear(black_box(&x), black_box(&w), &mut out).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let decode = [1usize, 2, 4, 8, 16, 32, 64];
+    let with_prefill = [1usize, 2, 4, 8, 16, 32, 64, 256];
+    bench_shape(&mut c, "head", GgmlType::Q8_0, 262_144, 640, &decode);
+    for (ty, n, k) in [
+        (GgmlType::Q5_0, 2048, 640),
+        (GgmlType::Q5_0, 1024, 640),
+        (GgmlType::Q8_0, 256, 640),
+        (GgmlType::Q4K, 640, 1024),
+        (GgmlType::Q6K, 640, 2048),
+        (GgmlType::Q4K, 640, 2048),
+        (GgmlType::Q4_0, 2048, 640),
+        (GgmlType::Q5K, 640, 2048),
+        (GgmlType::F16, 2048, 640),
+        (GgmlType::BF16, 2048, 640),
+    ] {
+        bench_shape(&mut c, "body", ty, n, k, &with_prefill);
+    }
+    c.final_summary();
+}
