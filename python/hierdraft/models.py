@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_MODEL_ID",
     "DEFAULT_PACKAGE",
     "default_gguf_path",
+    "is_default_model",
     "load_default",
     "load_model",
     "load_tokenizer",
@@ -151,6 +152,13 @@ def default_gguf_path() -> Path:
         if tmp.exists():
             tmp.unlink()
     return target
+
+
+def is_default_model(name_or_path: str | os.PathLike[str] | None) -> bool:
+    """Whether `name_or_path` names the embedded default model (None: `HIERDRAFT_MODEL` decides)."""
+    if name_or_path is None:
+        name_or_path = os.environ.get("HIERDRAFT_MODEL", "")
+    return os.fspath(name_or_path).strip() in _DEFAULT_ALIASES
 
 
 def _strip_gguf_quantizer(model) -> None:
@@ -321,9 +329,8 @@ def load_default(dtype: Any = None, device: str = "cpu", quantized: bool | None 
     ``quantized``: compute on the GGUF's own quantized weights (default: on CPU in float32);
     ``False`` loads the float model transformers dequantizes from the file.
     """
-    override = os.environ.get("HIERDRAFT_MODEL", "").strip()
-    if override and override not in _DEFAULT_ALIASES:
-        return load_model(override, dtype=dtype, device=device, quantized=quantized)
+    if not is_default_model(None):
+        return load_model(os.environ["HIERDRAFT_MODEL"].strip(), dtype=dtype, device=device, quantized=quantized)
     return _load_default(dtype, device, quantized)
 
 
@@ -343,7 +350,7 @@ def load_model(
 
     if name_or_path is None:
         return load_default(dtype=dtype, device=device, quantized=quantized)
-    if str(name_or_path).strip() in _DEFAULT_ALIASES:
+    if is_default_model(name_or_path):
         return _load_default(dtype, device, quantized)
     source = Path(os.fspath(name_or_path)).expanduser()
     if source.suffix == ".gguf":
@@ -387,9 +394,8 @@ def load_tokenizer(name_or_path: str | os.PathLike[str] | None = None):
     from transformers import AutoTokenizer
 
     if name_or_path is None:
-        override = os.environ.get("HIERDRAFT_MODEL", "").strip()
-        name_or_path = override if override and override not in _DEFAULT_ALIASES else "default"
-    if str(name_or_path).strip() in _DEFAULT_ALIASES:
+        name_or_path = os.environ.get("HIERDRAFT_MODEL", "").strip()
+    if is_default_model(name_or_path):
         tokenizer = _gguf_tokenizer(default_gguf_path(), _default_tokenizer_key())
         tokenizer.name_or_path = DEFAULT_MODEL_ID
         return tokenizer

@@ -72,11 +72,10 @@ def resolve_peer_model(model_arg: str | os.PathLike[str] | None) -> PeerModel:
     the packaged default GGUF; a ``.gguf`` path gives that file; anything else (a transformers
     checkpoint folder, a hub name) has no GGUF file, and the peers are skipped.
     """
-    # the names load_model reads as the default model
-    from ..models import _DEFAULT_ALIASES, default_gguf_path
+    from ..models import default_gguf_path, is_default_model
 
     name = os.fspath(model_arg) if model_arg is not None else os.environ.get("HIERDRAFT_MODEL", "")
-    if name.strip() in _DEFAULT_ALIASES:
+    if is_default_model(name):
         return PeerModel(default_gguf_path())
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
