@@ -102,7 +102,9 @@ class HierdraftProposer:
             )
         counts = [len(s) for s in sampled_token_ids]
         lengths = num_tokens[:rows].astype(np.int64)
-        self._check_lengths(counts, lengths, tokens.shape[1])
+        # a cheap bound first; the row-by-row check runs (and names the bad row) only when it fails
+        if max(counts) > int(lengths.min()) or int(lengths.max()) > min(tokens.shape[1], self.max_model_len):
+            self._check_lengths(counts, lengths, tokens.shape[1])
 
         sessions = self.sessions.step(sampled_token_ids, lengths, tokens, counts)
         room = np.minimum(self.num_speculative_tokens, self.max_model_len - lengths).tolist()

@@ -57,8 +57,8 @@ def signatures(tokens: np.ndarray, rows: np.ndarray, lengths: np.ndarray) -> lis
     np.minimum(_HEAD_COLS, last, out=cols[:, :HEAD])
     np.maximum(last - _TAIL_COLS, 0, out=cols[:, HEAD:])
     values = tokens[rows[:, None], cols].astype(np.int64)
-    with np.errstate(over="ignore"):
-        return (values @ _WEIGHTS[1:] + lengths * _WEIGHTS[0]).tolist()
+    # integer array arithmetic wraps silently, which is what a hash wants
+    return (values @ _WEIGHTS[1:] + lengths * _WEIGHTS[0]).tolist()
 
 
 class SessionTable:
@@ -126,10 +126,9 @@ class SessionTable:
         rows = len(new_tokens)
         if counts is None:
             counts = [len(t) for t in new_tokens]
-        index = np.arange(rows)
         lengths = np.asarray(lengths, dtype=np.int64)
         prev = lengths - np.asarray(counts, dtype=np.int64)
-        keys = signatures(tokens, np.concatenate([index, index]), np.concatenate([prev, lengths]))
+        keys = signatures(tokens, np.tile(np.arange(rows), 2), np.concatenate([prev, lengths]))
         keys_prev, keys_now = keys[:rows], keys[rows:]
         prev_list, length_list = prev.tolist(), lengths.tolist()
         live_prev: dict[int, list[Any]] = self._live
