@@ -25,7 +25,7 @@ const TILE_ROWS: usize = 24;
 /// them stays in L1 right after it is dequantized.
 const FEW_INPUTS_TILE_ROWS: usize = 8;
 /// Columns per pass at most (a multiple of 256, the longest block).
-const PASS_COLS: usize = 512;
+const PASS_COLS: usize = 1024;
 /// Input rows per input tile: their accumulators stay in cache between passes.
 const INPUT_TILE: usize = 64;
 /// Rayon tasks per thread: a few dozen keep the threads balanced.
