@@ -16,7 +16,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::error::KernelError;
-use crate::tile_kernel::{pass_product, Lanes, OutTile, Pass, LANES};
+use crate::tile_kernel::{pack_inputs, pass_product, Lanes, OutTile, Pass, INPUT_TILE, LANES};
 
 /// Weight rows per tile: a multiple of every kernel group height (8, 6, 4, 3), so tiles split
 /// into whole groups.
@@ -26,8 +26,6 @@ const TILE_ROWS: usize = 24;
 const FEW_INPUTS_TILE_ROWS: usize = 8;
 /// Columns per pass at most (a multiple of 256, the longest block).
 const PASS_COLS: usize = 1024;
-/// Input rows per input tile: their accumulators stay in cache between passes.
-const INPUT_TILE: usize = 64;
 /// Rayon tasks per thread: a few dozen keep the threads balanced.
 const TASKS_PER_THREAD: usize = 16;
 /// Weight rows per task at most.
@@ -66,6 +64,8 @@ struct Scratch {
 }
 
 thread_local! {
+    /// The calling thread's packed copy of the inputs of a call (read by every task).
+    static PACKED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static SCRATCH: RefCell<Scratch> = const {
         RefCell::new(Scratch { values: Vec::new(), lanes: Vec::new() })
     };
@@ -137,22 +137,37 @@ pub(crate) fn multiply<W: WeightRows>(x: &[f32], w: &W, out: &mut [f32], simd: b
     let plan = Plan::new(w, x.len() / k);
     let chunk = chunk_rows(n, plan.tile_rows);
     let shared = SharedOut(out.as_mut_ptr());
+    // Taken out of the thread-local for the call, so that a nested call on this thread (a rayon
+    // worker running another call's task while it waits) finds its own buffer.
+    let mut packed = PACKED.take();
+    if simd {
+        pack_inputs(x, k, &mut packed);
+    }
+    let inputs = Inputs { x, packed: &packed };
     (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
         let rows = c * chunk..((c + 1) * chunk).min(n);
         SCRATCH.with_borrow_mut(|scratch| {
             // SAFETY: the chunks partition 0..n, so each task writes only columns `rows` of
             // every output row: no two tasks touch the same element, and all indices stay
             // inside `out` (rows x n values, checked by the caller), which outlives the loop.
-            unsafe { chunk_product(x, w, rows, plan, shared, scratch, simd) }
+            unsafe { chunk_product(inputs, w, rows, plan, shared, scratch, simd) }
         });
     });
+    PACKED.set(packed);
+}
+
+/// The input rows, as given and (on the AVX2 path) packed by [`pack_inputs`].
+#[derive(Clone, Copy)]
+struct Inputs<'a> {
+    x: &'a [f32],
+    packed: &'a [f32],
 }
 
 /// # Safety
 /// `out` must point to `x.len() / k * n` writable values; no other thread may write the columns
 /// `rows` meanwhile.
 unsafe fn chunk_product<W: WeightRows>(
-    x: &[f32],
+    inputs: Inputs<'_>,
     w: &W,
     rows: Range<usize>,
     plan: Plan,
@@ -161,6 +176,7 @@ unsafe fn chunk_product<W: WeightRows>(
     simd: bool,
 ) {
     let (n, k) = (w.rows(), w.cols());
+    let (x, body) = (inputs.x, k / LANES * LANES);
     let in_kernel_prefetch = w.prefetch_in_kernel();
     let mut start = rows.start;
     while start < rows.end {
@@ -184,6 +200,7 @@ unsafe fn chunk_product<W: WeightRows>(
                     w_stride,
                     rows: end - start,
                     x: x_tile,
+                    x_packed: inputs.packed.get(t * INPUT_TILE * body..).unwrap_or(&[]),
                     k,
                     start: cols.start,
                     end: cols.end,

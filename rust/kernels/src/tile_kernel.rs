@@ -18,6 +18,9 @@
 pub(crate) const LANES: usize = 8;
 /// Input rows per kernel call at most.
 const INPUT_GROUP: usize = 4;
+/// Input rows per input tile: the driver walks the input rows in tiles of this many, and the
+/// packed inputs are laid out tile by tile.
+pub(crate) const INPUT_TILE: usize = 64;
 
 /// The 8 lane sums of one output element between passes.
 pub(crate) type Lanes = [f32; LANES];
@@ -37,6 +40,9 @@ pub(crate) struct Pass<'a> {
     pub(crate) w_stride: usize,
     pub(crate) rows: usize,
     pub(crate) x: &'a [f32],
+    /// The same rows packed by [`pack_inputs`] (the part of its output for this input tile;
+    /// used by the AVX2 path only).
+    pub(crate) x_packed: &'a [f32],
     pub(crate) k: usize,
     pub(crate) start: usize,
     pub(crate) end: usize,
@@ -162,6 +168,32 @@ pub(crate) unsafe fn pass_product(p: Pass<'_>, lanes: &mut Vec<Lanes>, simd: boo
     }
 }
 
+/// Lays out input rows (`x.len() / k` rows of `k` values) for the AVX2 kernel: tile by tile of
+/// `INPUT_TILE` rows, group by group of the tile's row groups, the first `k / 8 * 8` columns of
+/// a group of `nx` rows as `[column / 8][row][column % 8]`, so that a kernel call reads its
+/// inputs as one sequential stream. Row `r`'s group starts at `r_group_start * (k / 8 * 8)`.
+pub(crate) fn pack_inputs(x: &[f32], k: usize, out: &mut Vec<f32>) {
+    let body = k / LANES * LANES;
+    let rows = x.len() / k;
+    out.clear();
+    out.reserve(rows * body);
+    for (t, tile) in x.chunks(INPUT_TILE * k).enumerate() {
+        let split = Split::new(tile.len() / k, INPUT_GROUP);
+        let mut xr = 0;
+        for g in 0..split.groups {
+            let nx = split.size(g);
+            debug_assert_eq!(out.len(), (t * INPUT_TILE + xr) * body);
+            for c in (0..body).step_by(LANES) {
+                for b in 0..nx {
+                    let at = (xr + b) * k + c;
+                    out.extend_from_slice(&tile[at..at + LANES]);
+                }
+            }
+            xr += nx;
+        }
+    }
+}
+
 /// (l0+l4, l1+l5, l2+l6, l3+l7) -> (q0+q2, q1+q3) -> r0+r1: the AVX2 reduction's order.
 fn reduce_lanes(l: Lanes) -> f32 {
     let q = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
@@ -182,6 +214,9 @@ mod avx2 {
         w: *const f32,
         w_stride: usize,
         x: *const f32,
+        /// The group's packed inputs: column i (a multiple of 8) of row b at `x_packed + i * NX
+        /// + b * 8`.
+        x_packed: *const f32,
         k: usize,
         start: usize,
         body_end: usize,
@@ -206,7 +241,8 @@ mod avx2 {
         // Column i of weight row a is at `w_origin + a * w_stride + i` (the pass starts at column
         // `start`, stored first); wrapping arithmetic, every address read is inside the pass.
         let w_origin = p.w.wrapping_sub(p.start);
-        let (lanes_ptr, x_ptr) = (lanes.as_mut_ptr(), p.x.as_ptr());
+        let (lanes_ptr, x_ptr, packed) = (lanes.as_mut_ptr(), p.x.as_ptr(), p.x_packed.as_ptr());
+        let body = p.k / LANES * LANES;
         let mut xr = 0;
         for xg in 0..x_split.groups {
             let nx = x_split.size(xg);
@@ -218,6 +254,7 @@ mod avx2 {
                     w: w_origin.wrapping_add(wr * p.w_stride),
                     w_stride: p.w_stride,
                     x: x_ptr.wrapping_add(xr * p.k),
+                    x_packed: packed.wrapping_add(xr * body),
                     k: p.k,
                     start: p.start,
                     body_end: p.body_end(),
@@ -328,15 +365,17 @@ mod avx2 {
             if NW <= NX {
                 let wv: [__m256; NW] =
                     w_rows.map(|row| unsafe { _mm256_loadu_ps(row.wrapping_add(i)) });
-                for (acc_b, row) in acc.iter_mut().zip(x_rows) {
-                    let xb = unsafe { _mm256_loadu_ps(row.wrapping_add(i)) };
+                let xg = g.x_packed.wrapping_add(i * NX);
+                for (b, acc_b) in acc.iter_mut().enumerate() {
+                    let xb = unsafe { _mm256_loadu_ps(xg.wrapping_add(b * LANES)) };
                     for (v, &wa) in acc_b.iter_mut().zip(&wv) {
                         *v = _mm256_fmadd_ps(wa, xb, *v);
                     }
                 }
             } else {
+                let xg = g.x_packed.wrapping_add(i * NX);
                 let xv: [__m256; NX] =
-                    x_rows.map(|row| unsafe { _mm256_loadu_ps(row.wrapping_add(i)) });
+                    std::array::from_fn(|b| unsafe { _mm256_loadu_ps(xg.wrapping_add(b * LANES)) });
                 for (a, row) in w_rows.into_iter().enumerate() {
                     let wa = unsafe { _mm256_loadu_ps(row.wrapping_add(i)) };
                     for (acc_b, &xb) in acc.iter_mut().zip(&xv) {
