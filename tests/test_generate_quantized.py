@@ -137,3 +137,25 @@ def test_bad_files_are_refused(tmp_path, gguf_files):
         load_gguf_model(wrong)
     with pytest.raises(FileNotFoundError):
         load_gguf_model(tmp_path / "missing.gguf")
+
+
+def test_numeric_modes_are_named_and_checked(quantized_file, monkeypatch):
+    from hierdraft import models
+    from hierdraft.numerics import resolve_numerics
+    from hierdraft.quant_modules import model_numerics, set_numerics, weight_formats
+
+    monkeypatch.delenv("HIERDRAFT_NUMERICS", raising=False)
+    assert resolve_numerics(None) == "fp32" and resolve_numerics("INT8") == "int8"
+    monkeypatch.setenv("HIERDRAFT_NUMERICS", "int8")
+    assert resolve_numerics(None) == "int8"
+    with pytest.raises(ValueError, match="unknown numeric mode"):
+        resolve_numerics("fp8")
+    model = load_gguf_model(quantized_file)
+    assert model_numerics(model) == "fp32"
+    formats = weight_formats(model)
+    assert sum(formats.values()) == sum(1 for m in model.modules() if isinstance(m, (QuantLinear, QuantEmbedding)))
+    with pytest.raises(ValueError, match="needs a GGUF model"):
+        models.load_model(quantized_file, quantized=False, numerics="int8")
+    float_model = dequantized_model(load_gguf_model(quantized_file))
+    assert model_numerics(float_model) is None and weight_formats(float_model) == {}
+    assert set_numerics(model, "fp32") is model

@@ -11,6 +11,8 @@ import argparse
 import sys
 from typing import Any
 
+from .numerics import NUMERICS
+
 
 def add_generate_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -28,6 +30,8 @@ def add_generate_parser(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--budget", type=int, default=16, help="draft tree nodes per step (default 16)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--numerics", choices=NUMERICS, default=None,
+                   help="numeric mode of a quantized model: fp32 (default) or int8 (as llama.cpp)")
     p.add_argument("--no-baseline", action="store_true", help="skip the plain-decoding comparison run")
     p.set_defaults(func=run_generate)
 
@@ -63,7 +67,7 @@ def run_generate(args: argparse.Namespace) -> int:
         raise ValueError("--max-new-tokens must be positive")
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model(args.model, numerics=args.numerics)
     drafter = default_drafter(tokenizer, model=model, budget=args.budget)
     if args.temperature == 0:  # with sampling, timing-dependent trees would make --seed useless
         drafter = AdaptiveDrafter(drafter)

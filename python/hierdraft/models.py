@@ -293,20 +293,30 @@ def _default_tokenizer_key() -> str:
     return f"{DEFAULT_MODEL_ID}-pkg{_package_version(DEFAULT_PACKAGE)}-tf{_package_version('transformers')}"
 
 
-def _load_quantized(gguf: Path, name: str, key: str | None):
+def _load_quantized(gguf: Path, name: str, key: str | None, numerics: str | None):
     from .gguf_model import load_gguf_model, open_gguf
+    from .quant_modules import set_numerics
 
     file = open_gguf(gguf)
-    model = load_gguf_model(gguf, file)
+    model = set_numerics(load_gguf_model(gguf, file), numerics)
     tokenizer = _gguf_tokenizer(gguf, key, model.config.model_type)
     return _finish(model, tokenizer, "cpu", name)
 
 
-def _load_default(dtype, device: str, quantized: bool | None = None):
+def _float_numerics(numerics: str | None) -> None:
+    """A float model has one numeric mode: refuse another one by name."""
+    from .numerics import DEFAULT_NUMERICS, resolve_numerics
+
+    if numerics is not None and resolve_numerics(numerics) != DEFAULT_NUMERICS:
+        raise ValueError(f"numerics={numerics!r} needs a GGUF model loaded with its quantized weights")
+
+
+def _load_default(dtype, device: str, quantized: bool | None = None, numerics: str | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if _quantized_path(dtype, device, quantized):
-        return _load_quantized(default_gguf_path(), DEFAULT_MODEL_ID, _default_tokenizer_key())
+        return _load_quantized(default_gguf_path(), DEFAULT_MODEL_ID, _default_tokenizer_key(), numerics)
+    _float_numerics(numerics)
     dtype = resolve_dtype(dtype)
     folder = default_model_dir(dtype)
     if not _is_complete(folder):
@@ -321,17 +331,21 @@ def _load_default(dtype, device: str, quantized: bool | None = None):
     return _finish(model, tokenizer, device, DEFAULT_MODEL_ID)
 
 
-def load_default(dtype: Any = None, device: str = "cpu", quantized: bool | None = None):
+def load_default(dtype: Any = None, device: str = "cpu", quantized: bool | None = None, numerics: str | None = None):
     """Load the default model and its tokenizer: ``(model, tokenizer)``.
 
     ``HIERDRAFT_MODEL`` (a local path or name) overrides the embedded Gemma 3 270M.
     ``dtype``: torch dtype or name; default float32 (``HIERDRAFT_DTYPE`` overrides).
     ``quantized``: compute on the GGUF's own quantized weights (default: on CPU in float32);
     ``False`` loads the float model transformers dequantizes from the file.
+    ``numerics``: the quantized layers' numeric mode, "fp32" (default) or "int8"
+    (``HIERDRAFT_NUMERICS`` overrides; see `hierdraft.quant_modules`).
     """
     if not is_default_model(None):
-        return load_model(os.environ["HIERDRAFT_MODEL"].strip(), dtype=dtype, device=device, quantized=quantized)
-    return _load_default(dtype, device, quantized)
+        return load_model(
+            os.environ["HIERDRAFT_MODEL"].strip(), dtype=dtype, device=device, quantized=quantized, numerics=numerics
+        )
+    return _load_default(dtype, device, quantized, numerics)
 
 
 def load_model(
@@ -339,25 +353,27 @@ def load_model(
     dtype: Any = None,
     device: str = "cpu",
     quantized: bool | None = None,
+    numerics: str | None = None,
 ):
     """Load ``(model, tokenizer)`` from a ``.gguf`` file, a local folder or a cached hub name.
 
     ``None`` means :func:`load_default` (which honours ``HIERDRAFT_MODEL``); ``"default"`` or
-    ``"gemma-3-270m"`` mean the embedded default model. ``quantized`` as in :func:`load_default`
-    (only GGUF files have quantized weights).
+    ``"gemma-3-270m"`` mean the embedded default model. ``quantized`` and ``numerics`` as in
+    :func:`load_default` (only GGUF files have quantized weights).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if name_or_path is None:
-        return load_default(dtype=dtype, device=device, quantized=quantized)
+        return load_default(dtype=dtype, device=device, quantized=quantized, numerics=numerics)
     if is_default_model(name_or_path):
-        return _load_default(dtype, device, quantized)
+        return _load_default(dtype, device, quantized, numerics)
     source = Path(os.fspath(name_or_path)).expanduser()
     if source.suffix == ".gguf":
         if not source.is_file():
             raise FileNotFoundError(f"GGUF file not found: {source}")
         if _quantized_path(dtype, device, quantized):
-            return _load_quantized(source, source.stem, None)
+            return _load_quantized(source, source.stem, None, numerics)
+        _float_numerics(numerics)
         dtype = resolve_dtype(dtype)
         tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
         model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=dtype)
@@ -365,6 +381,7 @@ def load_model(
         return _finish(model, tokenizer, device, source.stem)
     if quantized:
         raise ValueError(f"quantized=True needs a .gguf file; {name_or_path!r} is not one")
+    _float_numerics(numerics)
     dtype = resolve_dtype(dtype)
     if source.exists():
         if not source.is_dir():

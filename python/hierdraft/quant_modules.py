@@ -9,24 +9,37 @@
   rows of the tokens it is given.
 
 Both compute in float32 on CPU and hold no weight parameter (the blocks are usually a memory
-map of the GGUF file). `dequantized_model` turns every such module back into a plain float32
+map of the GGUF file).
+
+`QuantLinear` computes in one of the numeric modes of `hierdraft.numerics` (`set_numerics`):
+"fp32" with `QuantTensor.linear`, "int8" with `QuantTensor.linear_int8` (integer sums are exact
+and the block scales are applied in one fixed order, so it is just as batch-invariant). `dequantized_model` turns every such module back into a plain float32
 `nn.Linear` / `nn.Embedding` holding the dequantized weights: the reference model the exactness
 tests compare against.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["QuantLinear", "QuantEmbedding", "is_quantized", "dequantized_model"]
+from .numerics import DEFAULT_NUMERICS, resolve_numerics
+
+__all__ = [
+    "QuantLinear",
+    "QuantEmbedding",
+    "is_quantized",
+    "dequantized_model",
+    "set_numerics",
+    "model_numerics",
+    "weight_formats",
+]
 
 COMPUTE_DTYPE = torch.float32
 DEVICE = torch.device("cpu")
-
-
 def _check_input(x: torch.Tensor, what: str) -> None:
     if x.device.type != "cpu":
         raise RuntimeError(f"{what} computes on CPU; got a tensor on {x.device} (load a float model for accelerators)")
@@ -44,6 +57,7 @@ class QuantLinear(nn.Module):
         self.out_features, self.in_features = (int(d) for d in weight.shape)
         self.bias = None if bias is None else nn.Parameter(bias.to(COMPUTE_DTYPE), requires_grad=False)
         self.compute_dtype = COMPUTE_DTYPE
+        self.numerics = DEFAULT_NUMERICS
 
     @property
     def device(self) -> torch.device:
@@ -56,7 +70,8 @@ class QuantLinear(nn.Module):
         flat = x.detach().reshape(-1, self.in_features).contiguous()
         out = torch.empty(flat.shape[0], self.out_features, dtype=COMPUTE_DTYPE)
         if flat.shape[0]:
-            self.qweight.linear(flat.numpy(), out.numpy())
+            product = self.qweight.linear if self.numerics == "fp32" else self.qweight.linear_int8
+            product(flat.numpy(), out.numpy())
         if self.bias is not None:
             out += self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
@@ -64,7 +79,7 @@ class QuantLinear(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"qtype={self.qweight.qtype}, bias={self.bias is not None}"
+            f"qtype={self.qweight.qtype}, numerics={self.numerics}, bias={self.bias is not None}"
         )
 
 
@@ -109,6 +124,32 @@ class QuantEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, qtype={self.qweight.qtype}"
+
+
+def set_numerics(model: nn.Module, numerics: str | None = None) -> nn.Module:
+    """Switch every `QuantLinear` of `model` to the numeric mode `numerics` (see the module docs;
+    None: `resolve_numerics`). Returns `model`."""
+    numerics = resolve_numerics(numerics)
+    layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    if numerics != "fp32" and layers and not hasattr(layers[0].qweight, "linear_int8"):
+        raise RuntimeError("this build of hierdraft._core has no int8 kernels")
+    for layer in layers:
+        layer.numerics = numerics
+    return model
+
+
+def model_numerics(model: nn.Module) -> str | None:
+    """The numeric mode of `model`'s quantized layers (None for a float model)."""
+    modes = {m.numerics for m in model.modules() if isinstance(m, QuantLinear)}
+    if len(modes) > 1:
+        raise RuntimeError(f"the model's quantized layers mix numeric modes {sorted(modes)}")
+    return modes.pop() if modes else None
+
+
+def weight_formats(model: nn.Module) -> dict[str, int]:
+    """How many layers of `model` hold their weights in each GGUF format ({} for a float model)."""
+    found = Counter(m.qweight.qtype for m in model.modules() if isinstance(m, (QuantLinear, QuantEmbedding)))
+    return dict(sorted(found.items()))
 
 
 def is_quantized(model: nn.Module) -> bool:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..numerics import NUMERICS
 from ..prompts import PROMPT_TEMPLATE, encode_prompt, format_prompt
 from ..questions import (
     Question,
@@ -103,6 +104,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("bench-results"),
                    help="output directory (default ./bench-results)")
     p.add_argument("--full", action="store_true", help="every question, longer generations")
+    p.add_argument("--numerics", choices=NUMERICS, default=None,
+                   help="numeric mode of a quantized model's layers: fp32 (default) or int8 "
+                   "(int8 activations and integer dot products, as llama.cpp); named in the report")
     p.add_argument("--threads", type=_positive_int, default=2,
                    help="CPU threads of torch and of llama.cpp (default 2)")
     p.add_argument("--budget", type=_positive_int, default=16, help="draft tree nodes per step (default 16)")
@@ -161,6 +165,11 @@ def _model_info(model: Any, name: str | None) -> dict[str, Any]:
         info["dtype"] = str(params[0].dtype).replace("torch.", "") if params else None
     except (AttributeError, TypeError):
         pass
+    if hasattr(model, "modules"):
+        from ..quant_modules import model_numerics, weight_formats
+
+        info["weights"] = weight_formats(model) or "float"
+        info["numerics"] = model_numerics(model) or "float"
     return info
 
 
@@ -414,7 +423,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     # validate the question file before the (slow) model load
     load_questions(_resolve_questions(args))
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model(args.model, numerics=args.numerics)
     factory = None
     if any(m in ("context", "model", "corpus", "hd") for m in args.methods):
         factory = _drafter_factory(args, tokenizer, model)

@@ -313,6 +313,16 @@ def _peers_section(summary: dict[str, Any], llama: dict[str, Any] | None) -> lis
     return out
 
 
+def _model_text(model: dict[str, Any]) -> str:
+    """The model's name, weight formats and numeric mode, for the report's first line."""
+    weights = model.get("weights")
+    if isinstance(weights, dict):
+        kept = "GGUF blocks " + ", ".join(f"{fmt} x{count}" for fmt, count in weights.items())
+    else:
+        kept = str(weights or model.get("dtype") or "?")
+    return f"`{model.get('name', '?')}` (weights: {kept}; numerics: {model.get('numerics', '?')})"
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     """The human-readable report of a ``results.json`` object."""
     summary = result["summary"]
@@ -321,7 +331,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     ver = result["versions"]
     out = ["# hierdraft bench", ""]
     out.append(
-        f"Model `{result['model'].get('name', '?')}`, {st['prompts']} prompts "
+        f"Model {_model_text(result['model'])}, {st['prompts']} prompts "
         f"({st['limit_per_category'] if st['limit_per_category'] is not None else 'all'} per category) "
         f"from `{st['questions']}`, max {st['max_new_tokens']} new tokens, temperature "
         f"{st['temperature']}, budget {st['budget']}"
