@@ -10,6 +10,7 @@
 mod cpu;
 mod dequant;
 mod error;
+mod fused;
 mod ggml_type;
 pub mod gguf;
 mod linear_rows;

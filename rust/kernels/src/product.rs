@@ -73,7 +73,7 @@ thread_local! {
 
 /// The output buffer, shared by tasks that write disjoint elements.
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+pub(crate) struct SharedOut(pub(crate) *mut f32);
 // SAFETY: see `multiply`: tasks write disjoint elements of a buffer that outlives them.
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
@@ -144,8 +144,7 @@ pub(crate) fn multiply<W: WeightRows>(x: &[f32], w: &W, out: &mut [f32], simd: b
         pack_inputs(x, k, &mut packed);
     }
     let inputs = Inputs { x, packed: &packed };
-    (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
-        let rows = c * chunk..((c + 1) * chunk).min(n);
+    for_each_chunk(n, chunk, |rows| {
         SCRATCH.with_borrow_mut(|scratch| {
             // SAFETY: the chunks partition 0..n, so each task writes only columns `rows` of
             // every output row: no two tasks touch the same element, and all indices stay
@@ -224,8 +223,15 @@ unsafe fn chunk_product<W: WeightRows>(
     }
 }
 
+/// Runs `task` on rayon's pool for consecutive ranges of `chunk` rows covering `0..n`.
+pub(crate) fn for_each_chunk(n: usize, chunk: usize, task: impl Fn(Range<usize>) + Sync + Send) {
+    (0..n.div_ceil(chunk))
+        .into_par_iter()
+        .for_each(|c| task(c * chunk..((c + 1) * chunk).min(n)));
+}
+
 /// Weight rows per rayon task: a whole number of tiles.
-fn chunk_rows(n: usize, tile_rows: usize) -> usize {
+pub(crate) fn chunk_rows(n: usize, tile_rows: usize) -> usize {
     let tasks = rayon::current_num_threads().max(1) * TASKS_PER_THREAD;
     n.div_ceil(tasks)
         .next_multiple_of(tile_rows)

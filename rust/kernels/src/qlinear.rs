@@ -8,6 +8,7 @@ use std::ops::Range;
 use crate::cpu::simd_available;
 use crate::dequant::{dequantize_unchecked, prefetch};
 use crate::error::KernelError;
+use crate::fused;
 use crate::product::{check_shapes, multiply, WeightRows};
 use crate::quant_matrix::QuantMatrix;
 
@@ -65,7 +66,11 @@ pub fn qlinear_portable(x: &[f32], w: &QuantMatrix, out: &mut [f32]) -> Result<(
 }
 
 fn run(x: &[f32], w: &QuantMatrix, out: &mut [f32], simd: bool) -> Result<(), KernelError> {
-    check_shapes(x, w.cols(), w.rows(), out)?;
-    multiply(x, w, out, simd);
+    let rows = check_shapes(x, w.cols(), w.rows(), out)?;
+    if fused::applies(w, rows, simd) {
+        fused::multiply(x, w, out);
+    } else {
+        multiply(x, w, out, simd);
+    }
     Ok(())
 }

@@ -202,7 +202,7 @@ fn reduce_lanes(l: Lanes) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use super::{weight_group, Lanes, OutTile, Pass, Split, INPUT_GROUP, LANES};
     use std::arch::x86_64::*;
 
@@ -320,7 +320,7 @@ mod avx2 {
 
     /// Horizontal sum in the order of `super::reduce_lanes`.
     #[target_feature(enable = "avx2,fma")]
-    fn hsum(v: __m256) -> f32 {
+    pub(crate) fn hsum(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
         let hi = _mm256_extractf128_ps::<1>(v);
         let q = _mm_add_ps(lo, hi);
@@ -363,8 +363,10 @@ mod avx2 {
             // single register: NW * NX + min(NW, NX) + 1 <= 16 vector registers.
             // SAFETY (loads): columns i..i + 8 lie in the pass, inside each row (contract).
             if NW <= NX {
-                let wv: [__m256; NW] =
-                    w_rows.map(|row| unsafe { _mm256_loadu_ps(row.wrapping_add(i)) });
+                let mut wv = [_mm256_setzero_ps(); NW];
+                for (v, row) in wv.iter_mut().zip(w_rows) {
+                    *v = unsafe { _mm256_loadu_ps(row.wrapping_add(i)) };
+                }
                 let xg = g.x_packed.wrapping_add(i * NX);
                 for (b, acc_b) in acc.iter_mut().enumerate() {
                     let xb = unsafe { _mm256_loadu_ps(xg.wrapping_add(b * LANES)) };
@@ -374,8 +376,10 @@ mod avx2 {
                 }
             } else {
                 let xg = g.x_packed.wrapping_add(i * NX);
-                let xv: [__m256; NX] =
-                    std::array::from_fn(|b| unsafe { _mm256_loadu_ps(xg.wrapping_add(b * LANES)) });
+                let mut xv = [_mm256_setzero_ps(); NX];
+                for (b, v) in xv.iter_mut().enumerate() {
+                    *v = unsafe { _mm256_loadu_ps(xg.wrapping_add(b * LANES)) };
+                }
                 for (a, row) in w_rows.into_iter().enumerate() {
                     let wa = unsafe { _mm256_loadu_ps(row.wrapping_add(i)) };
                     for (acc_b, &xb) in acc.iter_mut().zip(&xv) {

@@ -29,36 +29,12 @@ pub(super) unsafe fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
             GgmlType::F32 => f32_values(src, dst, blocks),
             GgmlType::F16 => f16_values(src, dst, blocks),
             GgmlType::BF16 => bf16_values(src, dst, blocks),
-            GgmlType::Q4_0 => {
-                for i in 0..blocks {
-                    q4_0_block(src.add(18 * i), dst.add(32 * i));
-                }
-            }
-            GgmlType::Q5_0 => {
-                for i in 0..blocks {
-                    q5_0_block(src.add(22 * i), dst.add(32 * i));
-                }
-            }
-            GgmlType::Q8_0 => {
-                for i in 0..blocks {
-                    q8_0_block(src.add(34 * i), dst.add(32 * i));
-                }
-            }
-            GgmlType::Q4K => {
-                for i in 0..blocks {
-                    q45k_block::<false>(src.add(144 * i), dst.add(256 * i));
-                }
-            }
-            GgmlType::Q5K => {
-                for i in 0..blocks {
-                    q45k_block::<true>(src.add(176 * i), dst.add(256 * i));
-                }
-            }
-            GgmlType::Q6K => {
-                for i in 0..blocks {
-                    q6k_block(src.add(210 * i), dst.add(256 * i));
-                }
-            }
+            GgmlType::Q4_0 => blocks_of::<{ ids::Q4_0 }>(src, dst, blocks, 18),
+            GgmlType::Q5_0 => blocks_of::<{ ids::Q5_0 }>(src, dst, blocks, 22),
+            GgmlType::Q8_0 => blocks_of::<{ ids::Q8_0 }>(src, dst, blocks, 34),
+            GgmlType::Q4K => blocks_of::<{ ids::Q4K }>(src, dst, blocks, 144),
+            GgmlType::Q5K => blocks_of::<{ ids::Q5K }>(src, dst, blocks, 176),
+            GgmlType::Q6K => blocks_of::<{ ids::Q6K }>(src, dst, blocks, 210),
         }
     }
 }
@@ -86,30 +62,12 @@ unsafe fn load32(p: *const u8) -> __m256i {
 fn i8x32_to_f32(q: __m256i) -> [__m256; 4] {
     let lo = _mm256_castsi256_si128(q);
     let hi = _mm256_extracti128_si256::<1>(q);
-    [lo, _mm_srli_si128::<8>(lo), hi, _mm_srli_si128::<8>(hi)]
-        .map(|part| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(part)))
-}
-
-/// Stores `scale * q` for 32 signed bytes `q`: `scales[0]` for values 0..16, `scales[1]` for
-/// 16..32.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn store_scaled(dst: *mut f32, q: __m256i, scales: [__m256; 2]) {
-    for (j, f) in i8x32_to_f32(q).into_iter().enumerate() {
-        // SAFETY: the caller guarantees room for 32 values at `dst`.
-        unsafe { _mm256_storeu_ps(dst.add(8 * j), _mm256_mul_ps(scales[j / 2], f)) };
-    }
-}
-
-/// Stores `scale * q - min` (rounded after the product) for 32 bytes `q` below 128.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-unsafe fn store_scaled_shifted(dst: *mut f32, q: __m256i, scale: __m256, min: __m256) {
-    for (j, f) in i8x32_to_f32(q).into_iter().enumerate() {
-        let v = _mm256_sub_ps(_mm256_mul_ps(scale, f), min);
-        // SAFETY: the caller guarantees room for 32 values at `dst`.
-        unsafe { _mm256_storeu_ps(dst.add(8 * j), v) };
-    }
+    [
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)),
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(lo))),
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)),
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(hi))),
+    ]
 }
 
 /// The low nibbles of 16 bytes as values 0..16 and their high nibbles as values 16..32.
@@ -124,175 +82,203 @@ unsafe fn nibbles_16(p: *const u8) -> __m256i {
     _mm256_set_m128i(hi, lo)
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0_block(b: *const u8, dst: *mut f32) {
-    // SAFETY: an 18-byte block at `b` (scale, 16 nibble bytes), 32 values at `dst`.
-    unsafe {
-        let d = _mm256_set1_ps(f16_scale(b));
-        let q = _mm256_sub_epi8(nibbles_16(b.add(2)), _mm256_set1_epi8(8));
-        store_scaled(dst, q, [d, d]);
+/// The ggml type ids of the block-quantized types, as the const parameter of [`factors`] and
+/// [`group`].
+pub(crate) mod ids {
+    pub(crate) const Q4_0: u32 = 2;
+    pub(crate) const Q5_0: u32 = 6;
+    pub(crate) const Q8_0: u32 = 8;
+    pub(crate) const Q4K: u32 = 12;
+    pub(crate) const Q5K: u32 = 13;
+    pub(crate) const Q6K: u32 = 14;
+}
+
+/// Groups of 32 values per block of type `T`.
+pub(crate) const fn groups(t: u32) -> usize {
+    match t {
+        ids::Q4K | ids::Q5K | ids::Q6K => 8,
+        _ => 1,
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0_block(b: *const u8, dst: *mut f32) {
-    // SAFETY: a 22-byte block at `b` (scale, 4 high-bit bytes, 16 nibble bytes), 32 values.
-    unsafe {
-        let d = _mm256_set1_ps(f16_scale(b));
-        let qh = i32::from_le_bytes([*b.add(2), *b.add(3), *b.add(4), *b.add(5)]);
-        // Byte j of `spread` is byte j / 8 of qh; bit j % 8 of it is the fifth bit of value j.
-        let spread = _mm256_shuffle_epi8(
-            _mm256_set1_epi32(qh),
-            _mm256_setr_epi64x(
-                0,
-                0x0101_0101_0101_0101,
-                0x0202_0202_0202_0202,
-                0x0303_0303_0303_0303,
-            ),
-        );
-        let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
-        let high = _mm256_and_si256(set, _mm256_set1_epi8(0x10));
-        let q = _mm256_or_si256(nibbles_16(b.add(6)), high);
-        store_scaled(dst, _mm256_sub_epi8(q, _mm256_set1_epi8(16)), [d, d]);
-    }
+/// The per-block factors of a block-quantized type: `d` (Q4_0, Q5_0, Q8_0: `d[0]`), the 8
+/// sub-block factors `d * sc` and `dmin * m` (Q4_K, Q5_K), or the 16 factors `d * scale`
+/// (Q6_K).
+#[derive(Clone, Copy)]
+pub(crate) struct Factors {
+    d: [f32; 16],
+    m: [f32; 8],
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0_block(b: *const u8, dst: *mut f32) {
-    // SAFETY: a 34-byte block at `b` (scale, 32 signed bytes), 32 values at `dst`.
-    unsafe {
-        let d = _mm256_set1_ps(f16_scale(b));
-        store_scaled(dst, load32(b.add(2)), [d, d]);
-    }
+impl Factors {
+    pub(crate) const ZERO: Factors = Factors {
+        d: [0.0; 16],
+        m: [0.0; 8],
+    };
 }
 
-/// The 8 sub-block factors `d * sc[s]` and `dmin * m[s]` of a Q4_K / Q5_K block.
+/// The factors of the block of type `T` at `b`.
+///
+/// # Safety
+/// A whole block of type `T` at `b`, on a CPU with AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn k_factors(b: *const u8) -> ([f32; 8], [f32; 8]) {
-    // SAFETY: the caller guarantees a whole block at `b` (scales at bytes 0..16).
-    let (d, dmin, packed) = unsafe {
-        (
-            f16_scale(b),
-            f16_scale(b.add(2)),
-            std::slice::from_raw_parts(b.add(4), 12),
-        )
-    };
-    let (sc, m) = k_scales(packed);
-    let widen =
-        |v: [u8; 8]| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(v.as_ptr().cast())));
-    let (mut ds, mut ms) = ([0f32; 8], [0f32; 8]);
-    // SAFETY: 8 values fit each array.
+pub(crate) unsafe fn factors<const T: u32>(b: *const u8) -> Factors {
+    let mut f = Factors::ZERO;
+    // SAFETY: a whole block at `b` (caller's contract); the stores fit the arrays.
     unsafe {
-        _mm256_storeu_ps(ds.as_mut_ptr(), _mm256_mul_ps(_mm256_set1_ps(d), widen(sc)));
-        _mm256_storeu_ps(
-            ms.as_mut_ptr(),
-            _mm256_mul_ps(_mm256_set1_ps(dmin), widen(m)),
-        );
+        match T {
+            ids::Q4K | ids::Q5K => {
+                let (d, dmin) = (f16_scale(b), f16_scale(b.add(2)));
+                let (sc, m) = k_scales(std::slice::from_raw_parts(b.add(4), 12));
+                let widen = |v: [u8; 8]| {
+                    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(v.as_ptr().cast())))
+                };
+                let ds = _mm256_mul_ps(_mm256_set1_ps(d), widen(sc));
+                _mm256_storeu_ps(f.d.as_mut_ptr(), ds);
+                let ms = _mm256_mul_ps(_mm256_set1_ps(dmin), widen(m));
+                _mm256_storeu_ps(f.m.as_mut_ptr(), ms);
+            }
+            ids::Q6K => {
+                let d = _mm256_set1_ps(f16_scale(b.add(208)));
+                let scales = _mm_loadu_si128(b.add(192).cast());
+                let lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scales));
+                let hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(scales)));
+                _mm256_storeu_ps(f.d.as_mut_ptr(), _mm256_mul_ps(d, lo));
+                _mm256_storeu_ps(f.d.as_mut_ptr().add(8), _mm256_mul_ps(d, hi));
+            }
+            _ => f.d[0] = f16_scale(b),
+        }
     }
-    (ds, ms)
+    f
 }
 
-/// Q4_K (`HIGH_BITS` false) and Q5_K: sub-blocks `2i` and `2i + 1` are the low and high nibbles
-/// of nibble bytes `32i..32i + 32`; Q5_K adds bit `s` of high-bit byte `l` as the fifth bit of
-/// value `l` of sub-block `s`.
+/// Values `32 g .. 32 g + 32` of the block of type `T` at `b` (factors `f`), as 4 vectors.
+///
+/// Per type: Q4_0 `d * (nibble - 8)`; Q5_0 `d * ((nibble | fifth bit << 4) - 16)`; Q8_0
+/// `q * d`; Q4_K / Q5_K sub-block `g` = low (g even) or high nibbles of bytes 32 (g / 2) ..
+/// (+ bit g of the high-bit bytes), `(d * sc) * q - dmin * m`; Q6_K value 128 half + 32 j + l =
+/// nibble (j / 2) of low byte 64 half + 32 (j % 2) + l and bit pair j of high byte 128 + 32 half
+/// + l, `(d * scale) * (q - 32)`.
+///
+/// # Safety
+/// A whole block of type `T` at `b` and `g < groups(T)`, on a CPU with AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q45k_block<const HIGH_BITS: bool>(b: *const u8, dst: *mut f32) {
-    // SAFETY: a 144-byte (Q4_K) or 176-byte (Q5_K) block at `b`, 256 values at `dst`.
+#[inline]
+pub(crate) unsafe fn group<const T: u32>(b: *const u8, g: usize, f: &Factors) -> [__m256; 4] {
+    // SAFETY: every load lies inside the block (caller's contract; offsets per the layouts in
+    // `super::portable`).
     unsafe {
-        let (d, m) = k_factors(b);
-        let nibbles_at = if HIGH_BITS { 48 } else { 16 };
-        let qh = if HIGH_BITS {
-            load32(b.add(16))
-        } else {
-            _mm256_setzero_si256()
-        };
-        let mask = _mm256_set1_epi8(0x0f);
-        let fifth = _mm256_set1_epi8(0x10);
-        let high = |s: usize| {
-            if HIGH_BITS {
-                let bit = _mm256_set1_epi8((1u8 << s) as i8);
-                let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
-                _mm256_and_si256(set, fifth)
-            } else {
-                _mm256_setzero_si256()
+        match T {
+            ids::Q8_0 => scaled(load32(b.add(2)), [f.d[0]; 2]),
+            ids::Q4_0 => scaled(
+                _mm256_sub_epi8(nibbles_16(b.add(2)), _mm256_set1_epi8(8)),
+                [f.d[0]; 2],
+            ),
+            ids::Q5_0 => {
+                let qh = i32::from_le_bytes([*b.add(2), *b.add(3), *b.add(4), *b.add(5)]);
+                let q = _mm256_or_si256(nibbles_16(b.add(6)), fifth_bits(qh));
+                scaled(_mm256_sub_epi8(q, _mm256_set1_epi8(16)), [f.d[0]; 2])
             }
-        };
-        for i in 0..4 {
-            let v = load32(b.add(nibbles_at + 32 * i));
-            let lo = _mm256_or_si256(_mm256_and_si256(v, mask), high(2 * i));
-            let hi = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask),
-                high(2 * i + 1),
-            );
-            let (s0, s1) = (2 * i, 2 * i + 1);
-            store_scaled_shifted(
-                dst.add(32 * s0),
-                lo,
-                _mm256_set1_ps(d[s0]),
-                _mm256_set1_ps(m[s0]),
-            );
-            store_scaled_shifted(
-                dst.add(32 * s1),
-                hi,
-                _mm256_set1_ps(d[s1]),
-                _mm256_set1_ps(m[s1]),
-            );
+            ids::Q4K | ids::Q5K => {
+                let nibbles_at = if T == ids::Q5K { 48 } else { 16 };
+                let v = load32(b.add(nibbles_at + 32 * (g / 2)));
+                let v = if g.is_multiple_of(2) {
+                    v
+                } else {
+                    _mm256_srli_epi16::<4>(v)
+                };
+                let mut q = _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+                if T == ids::Q5K {
+                    let bit = _mm256_set1_epi8((1u8 << g) as i8);
+                    let set = _mm256_cmpeq_epi8(_mm256_and_si256(load32(b.add(16)), bit), bit);
+                    q = _mm256_or_si256(q, _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
+                }
+                let (d, m) = (_mm256_set1_ps(f.d[g]), _mm256_set1_ps(f.m[g]));
+                let v = i8x32_to_f32(q);
+                [
+                    _mm256_sub_ps(_mm256_mul_ps(d, v[0]), m),
+                    _mm256_sub_ps(_mm256_mul_ps(d, v[1]), m),
+                    _mm256_sub_ps(_mm256_mul_ps(d, v[2]), m),
+                    _mm256_sub_ps(_mm256_mul_ps(d, v[3]), m),
+                ]
+            }
+            _ => {
+                let (half, j) = (g / 4, g % 4);
+                let low = load32(b.add(64 * half + 32 * (j % 2)));
+                let low = if j < 2 {
+                    low
+                } else {
+                    _mm256_srli_epi16::<4>(low)
+                };
+                let low = _mm256_and_si256(low, _mm256_set1_epi8(0x0f));
+                let qh = load32(b.add(128 + 32 * half));
+                let qh = match j {
+                    0 => qh,
+                    1 => _mm256_srli_epi16::<2>(qh),
+                    2 => _mm256_srli_epi16::<4>(qh),
+                    _ => _mm256_srli_epi16::<6>(qh),
+                };
+                let high = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)));
+                let q = _mm256_sub_epi8(_mm256_or_si256(low, high), _mm256_set1_epi8(32));
+                let v = 128 * half + 32 * j;
+                scaled(q, [f.d[v / 16], f.d[v / 16 + 1]])
+            }
         }
     }
 }
 
-/// The 16 factors `d * scale[g]` of a Q6_K block.
+/// `scale * q` for 32 signed bytes `q`: `scales[0]` for values 0..16, `scales[1]` for 16..32.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn q6k_factors(b: *const u8) -> [f32; 16] {
-    let mut out = [0f32; 16];
-    // SAFETY: a 210-byte block at `b` (scales at 192..208, d at 208); 16 values fit `out`.
-    unsafe {
-        let d = _mm256_set1_ps(f16_scale(b.add(208)));
-        let scales = _mm_loadu_si128(b.add(192).cast());
-        let lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scales));
-        let hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(scales)));
-        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_mul_ps(d, lo));
-        _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm256_mul_ps(d, hi));
-    }
-    out
+fn scaled(q: __m256i, scales: [f32; 2]) -> [__m256; 4] {
+    let (s0, s1) = (_mm256_set1_ps(scales[0]), _mm256_set1_ps(scales[1]));
+    let f = i8x32_to_f32(q);
+    [
+        _mm256_mul_ps(s0, f[0]),
+        _mm256_mul_ps(s0, f[1]),
+        _mm256_mul_ps(s1, f[2]),
+        _mm256_mul_ps(s1, f[3]),
+    ]
 }
 
+/// Byte j (0..32) = 0x10 where bit j of `qh` is set, else 0: the fifth bits of a Q5_0 block.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k_block(b: *const u8, dst: *mut f32) {
-    // SAFETY: a 210-byte block at `b`, 256 values at `dst`.
-    unsafe {
-        let d = q6k_factors(b);
-        let (mask, pair, offset) = (
-            _mm256_set1_epi8(0x0f),
-            _mm256_set1_epi8(0x03),
-            _mm256_set1_epi8(32),
-        );
-        // Value 128 half + 32 j + l: nibble (j / 2) of low byte 64 half + 32 (j % 2) + l, bit
-        // pair j of high byte 128 + 32 half + l, scale (128 half + 32 j + l) / 16.
-        for half in 0..2 {
-            let ql = [load32(b.add(64 * half)), load32(b.add(64 * half + 32))];
-            let qh = load32(b.add(128 + 32 * half));
-            let highs = [
-                qh,
-                _mm256_srli_epi16::<2>(qh),
-                _mm256_srli_epi16::<4>(qh),
-                _mm256_srli_epi16::<6>(qh),
-            ];
-            for (j, h) in highs.into_iter().enumerate() {
-                let low = if j < 2 {
-                    ql[j]
-                } else {
-                    _mm256_srli_epi16::<4>(ql[j - 2])
-                };
-                let low = _mm256_and_si256(low, mask);
-                let high = _mm256_slli_epi16::<4>(_mm256_and_si256(h, pair));
-                let q = _mm256_sub_epi8(_mm256_or_si256(low, high), offset);
-                let v = 128 * half + 32 * j;
-                let scales = [_mm256_set1_ps(d[v / 16]), _mm256_set1_ps(d[v / 16 + 1])];
-                store_scaled(dst.add(v), q, scales);
+#[inline]
+fn fifth_bits(qh: i32) -> __m256i {
+    // Byte j of `spread` is byte j / 8 of qh; bit j % 8 of it is the fifth bit of value j.
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(qh),
+        _mm256_setr_epi64x(
+            0,
+            0x0101_0101_0101_0101,
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
+        ),
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
+/// Dequantizes `blocks` blocks of type `T` from `src` into `dst`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn blocks_of<const T: u32>(
+    src: *const u8,
+    dst: *mut f32,
+    blocks: usize,
+    block_bytes: usize,
+) {
+    for i in 0..blocks {
+        // SAFETY: block i lies in `src`, its 32 * groups values in `dst` (caller's contract).
+        unsafe {
+            let b = src.add(i * block_bytes);
+            let f = factors::<T>(b);
+            for g in 0..groups(T) {
+                let at = dst.add((i * groups(T) + g) * 32);
+                for (j, v) in group::<T>(b, g, &f).into_iter().enumerate() {
+                    _mm256_storeu_ps(at.add(8 * j), v);
+                }
             }
         }
     }

@@ -7,7 +7,7 @@
 mod portable;
 
 #[cfg(target_arch = "x86_64")]
-mod avx2;
+pub(crate) mod avx2;
 
 use rayon::prelude::*;
 
