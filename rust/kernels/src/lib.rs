@@ -4,8 +4,11 @@
 //! for Gemma 3) over a handful of rows: the tokens of one draft tree. General-purpose BLAS
 //! kernels are tuned for large batches; with 2 to a few dozen rows they read the weights several
 //! times over, and the step costs 2-4x a one-token step. [`linear_rows`] streams each weight row
-//! once, multiplies it with every input row while it sits in L1, and prefetches ahead, so a
-//! 17-row product costs little more than a one-row one. Pure Rust, no Python.
+//! once, multiplies it with every input row while it sits in cache, and prefetches ahead, so a
+//! 17-row product costs little more than a one-row one. [`qlinear`] does the same over a weight
+//! matrix kept in its GGUF blocks ([`QuantMatrix`]), dequantizing each tile once per call; its
+//! result is bit for bit `linear_rows` over the [`dequantize_row`] values, which are bit for bit
+//! gguf-py's. Pure Rust, no Python.
 
 mod cpu;
 mod dequant;

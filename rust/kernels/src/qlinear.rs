@@ -1,7 +1,9 @@
-//! `out = x · Wᵀ` for a weight matrix kept in its GGUF blocks ([`QuantMatrix`]): each tile of
-//! weight rows is dequantized once into a thread-local f32 buffer, then multiplied with every
-//! input row by the micro-kernel [`crate::linear_rows`] uses. The result is therefore bit for bit
-//! `linear_rows(x, dequantize(W))`, on both paths and for any number of rows.
+//! `out = x · Wᵀ` for a weight matrix kept in its GGUF blocks ([`QuantMatrix`]). One or two
+//! input rows over block-quantized weights take [`crate::fused`] (values dequantized into
+//! registers and multiplied at once); otherwise each pass of a tile of weight rows is
+//! dequantized once into a thread-local f32 buffer, then multiplied with every input row by the
+//! micro-kernel [`crate::linear_rows`] uses ([`crate::product`]). Either way the result is bit
+//! for bit `linear_rows(x, dequantize(W))`, on both paths and for any number of rows.
 
 use std::ops::Range;
 
