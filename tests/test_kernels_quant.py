@@ -114,6 +114,20 @@ def test_random_k_blocks_dequantize_and_multiply_bit_for_bit(
     _assert_linear_matches(t, want, rng.standard_normal((nx, t.shape[1]), dtype=np.float32))
 
 
+@pytest.mark.parametrize("nx", [1, 2, 3])
+@pytest.mark.parametrize("qtype", SIMPLE_TYPES + K_TYPES)
+def test_one_to_three_rows_multiply_bit_for_bit(qtype: str, nx: int) -> None:
+    """One and two rows take the kernel's register-only path, three the tiled one: same bits."""
+    rng = np.random.default_rng(nx)
+    rows, cols = 37, 512
+    if qtype in K_TYPES:
+        raw = _random_k_blocks(rng, qtype, rows, cols // 256)
+    else:
+        raw = _quantize(rng.standard_normal((rows, cols), dtype=np.float32), qtype)
+    x = rng.standard_normal((nx, cols), dtype=np.float32)
+    _assert_linear_matches(_tensor(raw, qtype), _gguf_dequantize(raw, qtype), x)
+
+
 @pytest.mark.parametrize("nx", [100, 300])
 @pytest.mark.parametrize("qtype", ["Q8_0", "Q4_K", "F16"])
 def test_prefill_sized_inputs_multiply_bit_for_bit(qtype: str, nx: int) -> None:
