@@ -249,6 +249,9 @@ class QuantTensor:
         """Writes row ``ids[j]``, dequantized, into row ``j`` of ``out`` (float32 (len(ids), cols))."""
     def select_rows(self, order: npt.NDArray[np.int64]) -> QuantTensor:
         """A new tensor whose row ``j`` is row ``order[j]`` of this one."""
+    def linear_int8(self, x: npt.NDArray[np.float32], out: npt.NDArray[np.float32]) -> None:
+        """``linear`` in the int8 numeric mode: inputs quantized to int8 per block of 32, integer
+        dot products, block scales applied in one fixed order (close to ``linear``, not equal)."""
 
 class GgufFormatError(ValueError):
     """A file is not a valid GGUF file: bad magic, unsupported version, truncated or corrupt."""

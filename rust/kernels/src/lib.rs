@@ -16,6 +16,7 @@ mod error;
 mod fused;
 mod ggml_type;
 pub mod gguf;
+mod int8;
 mod linear_rows;
 mod product;
 mod qlinear;
@@ -27,6 +28,10 @@ pub use dequant::{dequantize_row, dequantize_row_portable, dequantize_rows};
 pub use error::KernelError;
 pub use ggml_type::{ggml_type_name, GgmlType, UnsupportedType};
 pub use gguf::{GgufError, GgufFile, MetaArray, MetaValue, TensorInfo};
+pub use int8::{
+    has_int8_form, qlinear_int8, qlinear_int8_portable, quantize_activations,
+    quantize_activations_portable, QuantizedRows, ACTIVATION_BLOCK,
+};
 pub use linear_rows::{linear_rows, linear_rows_portable};
 pub use qlinear::{qlinear, qlinear_portable};
 pub use quant_matrix::{MatrixError, QuantMatrix, SharedBytes};

@@ -1,9 +1,12 @@
 //! `hierdraft._core.QuantTensor`: a weight matrix kept in its GGUF blocks (a
-//! `hierdraft_kernels::QuantMatrix`), with the quantized linear kernel (`linear`), whole-matrix
-//! and row dequantization, and row reordering. Translation only: shapes and types are checked
-//! here, the work runs in hierdraft-kernels with the GIL released.
+//! `hierdraft_kernels::QuantMatrix`), with the quantized linear kernels (`linear`, and
+//! `linear_int8` for the int8 numeric mode), whole-matrix and row dequantization, and row
+//! reordering. Translation only: shapes and types are checked here, the work runs in
+//! hierdraft-kernels with the GIL released.
 
-use hierdraft_kernels::{dequantize_rows, qlinear, GgmlType, QuantMatrix};
+use hierdraft_kernels::{
+    dequantize_rows, qlinear, qlinear_int8, GgmlType, KernelError, QuantMatrix,
+};
 use numpy::prelude::*;
 use numpy::{PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArray};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -24,7 +27,39 @@ impl PyQuantTensor {
     pub(crate) fn from_matrix(matrix: QuantMatrix) -> Self {
         Self { matrix }
     }
+
+    /// Checks the shapes of `x` (r, cols) and `out` (r, rows), then runs `kernel` on them with
+    /// the GIL released (the body of `linear` and `linear_int8`).
+    fn product(
+        &self,
+        py: Python<'_>,
+        x: PyReadonlyArray2<'_, f32>,
+        mut out: PyReadwriteArray2<'_, f32>,
+        kernel: Kernel,
+    ) -> PyResult<()> {
+        let (rows, cols) = (self.matrix.rows(), self.matrix.cols());
+        let (xs, os) = (x.shape(), out.shape());
+        if xs[1] != cols {
+            return Err(PyValueError::new_err(format!(
+                "x has {} columns but the tensor has {cols}: they must match",
+                xs[1]
+            )));
+        }
+        if os != [xs[0], rows] {
+            return Err(PyValueError::new_err(format!(
+                "out has shape ({}, {}); x @ W.T has shape ({}, {rows})",
+                os[0], os[1], xs[0]
+            )));
+        }
+        let x = contiguous(x.as_slice(), "x")?;
+        let out = contiguous(out.as_slice_mut(), "out")?;
+        py.detach(|| kernel(x, &self.matrix, out))
+            .map_err(value_error)
+    }
 }
+
+/// A product kernel over a quantized matrix (`qlinear`, `qlinear_int8`).
+type Kernel = fn(&[f32], &QuantMatrix, &mut [f32]) -> Result<(), KernelError>;
 
 fn value_error(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(e.to_string())
@@ -126,26 +161,9 @@ impl PyQuantTensor {
         &self,
         py: Python<'_>,
         x: PyReadonlyArray2<'_, f32>,
-        mut out: PyReadwriteArray2<'_, f32>,
+        out: PyReadwriteArray2<'_, f32>,
     ) -> PyResult<()> {
-        let (rows, cols) = (self.matrix.rows(), self.matrix.cols());
-        let (xs, os) = (x.shape(), out.shape());
-        if xs[1] != cols {
-            return Err(PyValueError::new_err(format!(
-                "x has {} columns but the tensor has {cols}: they must match",
-                xs[1]
-            )));
-        }
-        if os != [xs[0], rows] {
-            return Err(PyValueError::new_err(format!(
-                "out has shape ({}, {}); x @ W.T has shape ({}, {rows})",
-                os[0], os[1], xs[0]
-            )));
-        }
-        let x = contiguous(x.as_slice(), "x")?;
-        let out = contiguous(out.as_slice_mut(), "out")?;
-        py.detach(|| qlinear(x, &self.matrix, out))
-            .map_err(value_error)
+        self.product(py, x, out, qlinear)
     }
 
     /// The whole matrix as float32 (rows, cols): the values gguf-py's `dequantize` gives.
@@ -205,5 +223,19 @@ impl PyQuantTensor {
             self.matrix.cols(),
             self.nbytes()
         )
+    }
+
+    /// Writes `x @ W.T` into `out` in the int8 numeric mode (same arguments as `linear`): the
+    /// input rows quantized to int8 per block of 32, integer dot products with the weight's
+    /// integer values, block scales applied in one fixed order (hierdraft_kernels' `int8` module
+    /// docs). Close to `linear`, not equal; a row's result never depends on the other rows. F32,
+    /// F16 and BF16 tensors compute as `linear` does.
+    fn linear_int8(
+        &self,
+        py: Python<'_>,
+        x: PyReadonlyArray2<'_, f32>,
+        out: PyReadwriteArray2<'_, f32>,
+    ) -> PyResult<()> {
+        self.product(py, x, out, qlinear_int8)
     }
 }

@@ -1,0 +1,307 @@
+//! The int8 mode's AVX2 kernel: a panel of 8 weight rows (see [`super::panel_avx2`]) times a few
+//! quantized input rows, over all of the row's blocks.
+//!
+//! Output element (input row `b`, weight row `a`) lives in lane `a` of accumulator `b`, so each
+//! lane runs exactly the sequential chain of f32 operations of the module docs of
+//! [`crate::int8`], block after block. The integer dot products are exact: `maddubs` multiplies
+//! the unsigned weight values (or, for Q8_0, their magnitudes, with the activations' signs
+//! flipped where the weights are negative) with 4 broadcast activation bytes; the 16-bit sums are
+//! added only as many times as cannot overflow for the format's value range (8 for 4-bit
+//! values, 4 for 5-bit, 2 for 6-bit, none for 8-bit), then widened to 32 bits by `madd` with the
+//! integer scales; offsets (`- 8`, `- 16`, `- 32` per value) are taken off exactly through the
+//! activation block's half sums.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use crate::ggml_type::GgmlType;
+use crate::quant_matrix::QuantMatrix;
+
+use super::activations::{QuantizedRows, ACTIVATION_BLOCK};
+use super::driver::{SharedOut, PANEL_ROWS};
+use super::panel_avx2::{Panels, GROUPS};
+
+/// Input rows per kernel call at most.
+const MAX_INPUTS: usize = 4;
+
+/// The kernel's formats (const parameters of the kernel).
+const Q8_0: u8 = 0;
+const Q4_0: u8 = 1;
+const Q5_0: u8 = 2;
+const Q4K: u8 = 3;
+const Q5K: u8 = 4;
+const Q6K: u8 = 5;
+
+/// How many 4-value groups of format `f` may be summed in 16-bit lanes: a `maddubs` lane holds
+/// two products of a value (< 2^bits) and an activation (|q| <= 127), and the sum of `run` such
+/// lanes must stay within i16.
+const fn run_len(f: u8) -> usize {
+    match f {
+        Q8_0 => 1,
+        Q4_0 | Q4K => 8, // 8 * 2 * 15 * 127 = 30480
+        Q5_0 | Q5K => 4, // 4 * 2 * 31 * 127 = 31496
+        _ => 2,          // 2 * 2 * 63 * 127 = 32004
+    }
+}
+
+/// One quantized input row.
+#[derive(Clone, Copy)]
+struct Input {
+    q: *const i8,
+    d: *const f32,
+    halves: *const i32,
+}
+
+/// Multiplies the chunk `rows` of `w` with every input row: builds the chunk's panels during
+/// the first input tile, then runs tile after tile of `tile` input rows over them.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `w` is of an integer type with `w.cols() == x.k()`;
+/// `out` points to `x.rows() * w.rows()` values, whose columns `rows` no other thread writes
+/// meanwhile.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn chunk_product(
+    x: &QuantizedRows,
+    w: &QuantMatrix,
+    rows: Range<usize>,
+    tile: usize,
+    out: SharedOut,
+    panels: &mut Panels,
+) {
+    let count = rows.len().div_ceil(PANEL_ROWS);
+    panels.prepare(w, x.blocks(), count);
+    let mut start = 0;
+    while start < x.rows() {
+        let end = (start + tile).min(x.rows());
+        for p in 0..count {
+            let first = rows.start + p * PANEL_ROWS;
+            let target = Target {
+                out,
+                n: w.rows(),
+                first,
+                valid: (rows.end - first).min(PANEL_ROWS),
+            };
+            // SAFETY: the caller's contract; panel p is built before its first use.
+            unsafe {
+                if start == 0 {
+                    panels.build(w, p, first);
+                }
+                panel_product(w.ty(), panels, p, x, start..end, target);
+            }
+        }
+        start = end;
+    }
+}
+
+/// Where a panel's outputs go: columns `first .. first + valid` of each output row (`n` wide).
+#[derive(Clone, Copy)]
+struct Target {
+    out: SharedOut,
+    n: usize,
+    first: usize,
+    valid: usize,
+}
+
+/// # Safety
+/// As [`chunk_product`]; panel `p` is built.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn panel_product(
+    ty: GgmlType,
+    panels: &Panels,
+    p: usize,
+    x: &QuantizedRows,
+    inputs: Range<usize>,
+    target: Target,
+) {
+    // SAFETY: forwarded.
+    unsafe {
+        match ty {
+            GgmlType::Q8_0 => panel_rows::<Q8_0>(panels, p, x, inputs, target),
+            GgmlType::Q4_0 => panel_rows::<Q4_0>(panels, p, x, inputs, target),
+            GgmlType::Q5_0 => panel_rows::<Q5_0>(panels, p, x, inputs, target),
+            GgmlType::Q4K => panel_rows::<Q4K>(panels, p, x, inputs, target),
+            GgmlType::Q5K => panel_rows::<Q5K>(panels, p, x, inputs, target),
+            GgmlType::Q6K => panel_rows::<Q6K>(panels, p, x, inputs, target),
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {}
+        }
+    }
+}
+
+/// # Safety
+/// As [`panel_product`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn panel_rows<const F: u8>(
+    panels: &Panels,
+    p: usize,
+    x: &QuantizedRows,
+    inputs: Range<usize>,
+    target: Target,
+) {
+    let mut r = inputs.start;
+    while r < inputs.end {
+        let group = (inputs.end - r).min(MAX_INPUTS);
+        // SAFETY: forwarded; rows r .. r + group are input rows.
+        unsafe {
+            match group {
+                1 => input_group::<F, 1>(panels, p, x, r, target),
+                2 => input_group::<F, 2>(panels, p, x, r, target),
+                3 => input_group::<F, 3>(panels, p, x, r, target),
+                _ => input_group::<F, 4>(panels, p, x, r, target),
+            }
+        }
+        r += group;
+    }
+}
+
+/// Input rows `first .. first + NX` times panel `p`, written to the target.
+///
+/// # Safety
+/// As [`panel_product`]; `first + NX <= x.rows()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn input_group<const F: u8, const NX: usize>(
+    panels: &Panels,
+    p: usize,
+    x: &QuantizedRows,
+    first: usize,
+    target: Target,
+) {
+    let mut inputs = [Input {
+        q: std::ptr::null(),
+        d: std::ptr::null(),
+        halves: std::ptr::null(),
+    }; NX];
+    for (b, input) in inputs.iter_mut().enumerate() {
+        *input = Input {
+            q: x.values(first + b).as_ptr(),
+            d: x.scales(first + b).as_ptr(),
+            halves: x.packed_halves(first + b).as_ptr(),
+        };
+    }
+    // SAFETY: the panel holds `blocks` blocks of values and factors; each input row holds
+    // `blocks` activation blocks.
+    let acc = unsafe {
+        kernel::<F, NX>(
+            panels.values(p),
+            panels.factors(p),
+            panels.factors_per_block(),
+            panels.blocks(),
+            inputs,
+        )
+    };
+    for (b, acc) in acc.into_iter().enumerate() {
+        let dst = target
+            .out
+            .0
+            .wrapping_add((first + b) * target.n + target.first);
+        // SAFETY: output row first + b, columns first .. first + valid: ours (caller's contract).
+        unsafe {
+            if target.valid == PANEL_ROWS {
+                _mm256_storeu_ps(dst, acc);
+            } else {
+                let mut lanes = [0f32; PANEL_ROWS];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+                std::ptr::copy_nonoverlapping(lanes.as_ptr(), dst, target.valid);
+            }
+        }
+    }
+}
+
+/// Vector `i` after `p`.
+///
+/// # Safety
+/// 32 readable bytes there.
+#[inline(always)]
+unsafe fn load(p: *const __m256i, i: usize) -> __m256i {
+    // SAFETY: the caller's contract.
+    unsafe { _mm256_loadu_si256(p.add(i)) }
+}
+
+/// The 4 activation bytes at `at`, in every 32-bit lane.
+///
+/// # Safety
+/// 4 readable bytes at `at`.
+#[inline(always)]
+unsafe fn broadcast4(at: *const i8) -> __m256i {
+    // SAFETY: the caller's contract.
+    _mm256_set1_epi32(unsafe { at.cast::<i32>().read_unaligned() })
+}
+
+/// The panel (values, factors; `blocks` blocks) times `NX` input rows: lane `a` of result `b`
+/// is output (input `b`, weight row `a`), computed as the module docs of [`crate::int8`] say.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; the panel pointers address `blocks` blocks of a panel of
+/// format `F`, and every input row `blocks` activation blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn kernel<const F: u8, const NX: usize>(
+    values: *const __m256i,
+    factors: *const __m256i,
+    factors_per_block: usize,
+    blocks: usize,
+    x: [Input; NX],
+) -> [__m256; NX] {
+    let run = run_len(F);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); NX];
+    for t in 0..blocks {
+        let v = values.wrapping_add(t * GROUPS);
+        let f = factors.wrapping_add(t * factors_per_block);
+        // SAFETY (factor loads): block t of the panel (contract).
+        let (scale_lo, scale_hi) = match F {
+            Q4K | Q5K => (unsafe { load(f, 2) }, unsafe { load(f, 2) }),
+            Q6K => (unsafe { load(f, 1) }, unsafe { load(f, 2) }),
+            _ => (ones, ones),
+        };
+        let mut ints = [_mm256_setzero_si256(); NX];
+        let mut g = 0;
+        while g < GROUPS {
+            let mut sums = [_mm256_setzero_si256(); NX];
+            for step in 0..run {
+                // SAFETY: group g + step of block t.
+                let w = unsafe { _mm256_loadu_si256(v.add(g + step)) };
+                let magnitude = if F == Q8_0 { _mm256_sign_epi8(w, w) } else { w };
+                for (sum, input) in sums.iter_mut().zip(&x) {
+                    // SAFETY: 4 values of block t of the input row.
+                    let xb =
+                        unsafe { broadcast4(input.q.add(t * ACTIVATION_BLOCK + 4 * (g + step))) };
+                    let xs = if F == Q8_0 {
+                        _mm256_sign_epi8(xb, w)
+                    } else {
+                        xb
+                    };
+                    let product = _mm256_maddubs_epi16(magnitude, xs);
+                    *sum = if step == 0 {
+                        product
+                    } else {
+                        _mm256_add_epi16(*sum, product)
+                    };
+                }
+            }
+            let scale = if g < GROUPS / 2 { scale_lo } else { scale_hi };
+            for (int, sum) in ints.iter_mut().zip(sums) {
+                *int = _mm256_add_epi32(*int, _mm256_madd_epi16(sum, scale));
+            }
+            g += run;
+        }
+        let d = _mm256_castsi256_ps(unsafe { load(f, 0) });
+        for ((acc, int), input) in acc.iter_mut().zip(ints).zip(&x) {
+            // SAFETY: block t's scale and half sums of the input row.
+            let (dx, halves) = unsafe { (*input.d.add(t), *input.halves.add(t)) };
+            let dx = _mm256_set1_ps(dx);
+            let halves = _mm256_set1_epi32(halves);
+            let int = match F {
+                Q4_0 => _mm256_sub_epi32(int, _mm256_madd_epi16(halves, _mm256_set1_epi16(8))),
+                Q5_0 => _mm256_sub_epi32(int, _mm256_madd_epi16(halves, _mm256_set1_epi16(16))),
+                Q6K => _mm256_sub_epi32(int, _mm256_madd_epi16(halves, unsafe { load(f, 3) })),
+                _ => int,
+            };
+            *acc = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(int), *acc);
+            if F == Q4K || F == Q5K {
+                let dmin = _mm256_castsi256_ps(unsafe { load(f, 1) });
+                let mins = _mm256_madd_epi16(halves, unsafe { load(f, 3) });
+                *acc = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(mins), *acc);
+            }
+        }
+    }
+    acc
+}
