@@ -4,7 +4,7 @@
 //! The weight rows are split into chunks (rayon tasks), each chunk into tiles of a few rows, and
 //! each tile's columns into passes. For every pass, the f32 values of the tile's columns are
 //! obtained once (borrowed, or dequantized into a thread-local scratch buffer small enough to
-//! stay in L1) and multiplied with every input row of the current input tile by
+//! stay in L2) and multiplied with every input row of the current input tile by
 //! [`crate::tile_kernel::pass_product`]. Every weight byte is therefore read from memory once per
 //! call (once per input tile of `INPUT_TILE` rows for prefill-sized inputs), and an output
 //! element is computed in the kernel's fixed order: the result does not depend on the other rows
@@ -21,8 +21,8 @@ use crate::tile_kernel::{pack_inputs, pass_product, Lanes, OutTile, Pass, INPUT_
 /// Weight rows per tile: a multiple of every kernel group height (8, 6, 4, 3), so tiles split
 /// into whole groups.
 const TILE_ROWS: usize = 24;
-/// Weight rows per tile for one or two input rows: 8 rows fill the one-row kernel, and a pass of
-/// them stays in L1 right after it is dequantized.
+/// Weight rows per tile for one or two input rows (float weights; block-quantized ones take
+/// [`crate::fused`]): 8 rows fill the one-row kernel.
 const FEW_INPUTS_TILE_ROWS: usize = 8;
 /// Columns per pass at most (a multiple of 256, the longest block).
 const PASS_COLS: usize = 1024;
@@ -144,12 +144,18 @@ pub(crate) fn multiply<W: WeightRows>(x: &[f32], w: &W, out: &mut [f32], simd: b
         pack_inputs(x, k, &mut packed);
     }
     let inputs = Inputs { x, packed: &packed };
-    for_each_chunk(n, chunk, |rows| {
+    // Prefill-sized inputs also split over input tiles, so that a matrix of few rows still
+    // makes enough tasks to balance the threads.
+    let (chunks, x_tiles) = (n.div_ceil(chunk), (x.len() / k).div_ceil(INPUT_TILE));
+    (0..chunks * x_tiles).into_par_iter().for_each(|task| {
+        let (c, t) = (task / x_tiles, task % x_tiles);
+        let rows = c * chunk..((c + 1) * chunk).min(n);
         SCRATCH.with_borrow_mut(|scratch| {
-            // SAFETY: the chunks partition 0..n, so each task writes only columns `rows` of
-            // every output row: no two tasks touch the same element, and all indices stay
-            // inside `out` (rows x n values, checked by the caller), which outlives the loop.
-            unsafe { chunk_product(inputs, w, rows, plan, shared, scratch, simd) }
+            // SAFETY: the (chunk, input tile) pairs partition the output: each task writes only
+            // columns `rows` of the output rows of input tile `t`, no two tasks touch the same
+            // element, and all indices stay inside `out` (rows x n values, checked by the
+            // caller), which outlives the loop.
+            unsafe { chunk_product(inputs, w, rows, t, plan, shared, scratch, simd) }
         });
     });
     PACKED.set(packed);
@@ -162,13 +168,17 @@ struct Inputs<'a> {
     packed: &'a [f32],
 }
 
+/// Output columns `rows` of the output rows of input tile `t`.
+///
 /// # Safety
-/// `out` must point to `x.len() / k * n` writable values; no other thread may write the columns
-/// `rows` meanwhile.
+/// `out` must point to `x.len() / k * n` writable values; no other thread may write those
+/// elements meanwhile.
+#[allow(clippy::too_many_arguments)]
 unsafe fn chunk_product<W: WeightRows>(
     inputs: Inputs<'_>,
     w: &W,
     rows: Range<usize>,
+    t: usize,
     plan: Plan,
     out: SharedOut,
     scratch: &mut Scratch,
@@ -177,47 +187,45 @@ unsafe fn chunk_product<W: WeightRows>(
     let (n, k) = (w.rows(), w.cols());
     let (x, body) = (inputs.x, k / LANES * LANES);
     let in_kernel_prefetch = w.prefetch_in_kernel();
+    let x_tile = &x[t * INPUT_TILE * k..((t + 1) * INPUT_TILE * k).min(x.len())];
     let mut start = rows.start;
     while start < rows.end {
         let end = (start + plan.tile_rows).min(rows.end);
+        // The next tile, prefetched while this one is computed.
         let ahead = end..(end + plan.tile_rows).min(n);
-        for (t, x_tile) in x.chunks(INPUT_TILE * k).enumerate() {
-            let mut col = 0;
-            while col < k {
-                let cols = col..(col + plan.pass_cols).min(k);
-                // Prefetch the next tile while its first input tile is computed.
-                let prefetch = if t == 0 { ahead.clone() } else { end..end };
-                let (values, w_stride) = w.values(
-                    start..end,
-                    cols.clone(),
-                    prefetch,
-                    &mut scratch.values,
-                    simd,
-                );
-                let pass = Pass {
-                    w: values,
-                    w_stride,
-                    rows: end - start,
-                    x: x_tile,
-                    x_packed: inputs.packed.get(t * INPUT_TILE * body..).unwrap_or(&[]),
-                    k,
-                    start: cols.start,
-                    end: cols.end,
-                    out: OutTile {
-                        ptr: out.0.wrapping_add(t * INPUT_TILE * n + start),
-                        stride: n,
-                    },
-                    ahead: if t == 0 && in_kernel_prefetch {
-                        (end - start) * w_stride
-                    } else {
-                        0
-                    },
-                };
-                // SAFETY: the pass covers columns start..end of the output rows of this input
-                // tile, ours to write; `values` holds the pass's weight values.
-                unsafe { pass_product(pass, &mut scratch.lanes, simd) };
-                col = cols.end;
-            }
+        let mut col = 0;
+        while col < k {
+            let cols = col..(col + plan.pass_cols).min(k);
+            let (values, w_stride) = w.values(
+                start..end,
+                cols.clone(),
+                ahead.clone(),
+                &mut scratch.values,
+                simd,
+            );
+            let pass = Pass {
+                w: values,
+                w_stride,
+                rows: end - start,
+                x: x_tile,
+                x_packed: inputs.packed.get(t * INPUT_TILE * body..).unwrap_or(&[]),
+                k,
+                start: cols.start,
+                end: cols.end,
+                out: OutTile {
+                    ptr: out.0.wrapping_add(t * INPUT_TILE * n + start),
+                    stride: n,
+                },
+                ahead: if in_kernel_prefetch {
+                    (end - start) * w_stride
+                } else {
+                    0
+                },
+            };
+            // SAFETY: the pass covers columns start..end of the output rows of this input
+            // tile, ours to write; `values` holds the pass's weight values.
+            unsafe { pass_product(pass, &mut scratch.lanes, simd) };
+            col = cols.end;
         }
         start = end;
     }
