@@ -42,12 +42,23 @@ def quantized_lm(quantized_file):
 
 @pytest.fixture(scope="module")
 def float_reference(quantized_file):
-    """The same file loaded again, with every quantized layer turned into a float32 one."""
+    """The same file loaded again, with every quantized layer turned into a float32 one
+    (transformers' own model over the dequantized weights)."""
     return dequantized_model(load_gguf_model(quantized_file))
 
 
+@pytest.fixture(scope="module")
+def float_twin(quantized_file):
+    """The dequantized float model that keeps hierdraft's fused norms: only the linear layers differ."""
+    return dequantized_model(load_gguf_model(quantized_file), keep_fused_norms=True)
+
+
 def test_loading_keeps_the_blocks(quantized_lm):
+    from hierdraft.fused_norm import FusedRMSNorm, NORM_SHIFT
+
     model = quantized_lm
+    assert not [m for m in model.modules() if type(m).__name__ in NORM_SHIFT]  # every norm is fused
+    assert any(isinstance(m, FusedRMSNorm) for m in model.modules())
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert linears == [], "every linear layer computes on GGUF blocks"
     quant = [m for m in model.modules() if isinstance(m, QuantLinear)]
@@ -68,10 +79,10 @@ def _logits(model, ids):
 
 
 @pytest.mark.skipif(not cpu_matmul.FAST_KERNEL, reason="bit-exactness needs hierdraft's float32 kernel on the float model")
-def test_quantized_model_equals_its_dequantized_float_model_bit_for_bit(quantized_lm, float_reference):
-    assert not is_quantized(float_reference)
+def test_quantized_model_equals_its_dequantized_float_model_bit_for_bit(quantized_lm, float_twin):
+    assert not is_quantized(float_twin)
     for prompt in PROMPTS[:6]:
-        assert torch.equal(_logits(quantized_lm, prompt), _logits(float_reference, prompt))
+        assert torch.equal(_logits(quantized_lm, prompt), _logits(float_twin, prompt))
 
 
 def test_dequantized_model_with_torch_kernels_is_close(quantized_lm, float_reference):

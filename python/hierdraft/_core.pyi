@@ -39,6 +39,7 @@ __all__ = [
     "default_settings",
     "linear_rows",
     "kernels_use_simd",
+    "rms_norm",
     "QuantTensor",
     "GgufFile",
     "GgufTensorInfo",
@@ -220,6 +221,11 @@ def linear_rows(
 
 def kernels_use_simd() -> bool:
     """True when ``linear_rows`` runs its AVX2/FMA kernel on this CPU."""
+
+def rms_norm(
+    x: npt.NDArray[np.float32], scale: npt.NDArray[np.float32], eps: float, out: npt.NDArray[np.float32]
+) -> None:
+    """Writes ``(x * r) * scale`` into ``out``, ``r = 1 / sqrt(mean(x**2) + eps)`` per row of ``x``."""
 
 @final
 class QuantTensor:

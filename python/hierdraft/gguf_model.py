@@ -10,6 +10,7 @@ from the memory-mapped file:
 - a tied LM head shares the embedding's blocks;
 - the small tensors (norms, biases) are read as float32 and go through the same per-architecture
   processing transformers applies (e.g. Gemma's norms are stored as `w + 1`);
+- the RMS norms run as one kernel call each (`fused_norm`);
 - a quantized tensor that transformers would reorder (llama's q/k rows) has its rows reordered,
   which moves whole blocks and never touches a value; a tensor transformers would change in any
   other way cannot stay quantized, and loading says so.
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .fused_norm import fuse_norms
 from .gguf_metadata import gguf_config
 from .model_layout import UnsupportedModelError
 from .quant_modules import QuantEmbedding, QuantLinear
@@ -171,6 +173,7 @@ def load_gguf_model(path: str | Path, gguf: Any = None) -> nn.Module:
         model.set_submodule(module_name, replacement)
     _tie_head(model, config, modules)
     _check_complete(model, Path(path))
+    fuse_norms(model)
     return model.eval()
 
 

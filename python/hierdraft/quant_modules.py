@@ -157,10 +157,15 @@ def is_quantized(model: nn.Module) -> bool:
     return any(isinstance(m, (QuantLinear, QuantEmbedding)) for m in model.modules())
 
 
-def dequantized_model(model: nn.Module) -> nn.Module:
+def dequantized_model(model: nn.Module, keep_fused_norms: bool = False) -> nn.Module:
     """Replace, in place, every quantized layer of `model` by a float32 `nn.Linear` /
     `nn.Embedding` holding its dequantized weights (shared between a tied embedding and head,
-    as in the original). Returns `model`."""
+    as in the original), and its fused norms by transformers' own modules unless
+    `keep_fused_norms`. Returns `model`: transformers' model over the dequantized weights."""
+    from .fused_norm import unfuse_norms
+
+    if not keep_fused_norms:
+        unfuse_norms(model)
     tables: dict[int, torch.Tensor] = {}
 
     def table(qweight: Any) -> torch.Tensor:

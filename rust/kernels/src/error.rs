@@ -32,4 +32,6 @@ pub enum KernelError {
     },
     #[error("row {row} is out of range for a matrix of {rows} rows")]
     RowOutOfRange { row: usize, rows: usize },
+    #[error("out has {len} values; a norm writes as many as x has ({expected})")]
+    NormOutput { len: usize, expected: usize },
 }

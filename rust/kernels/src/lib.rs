@@ -21,6 +21,7 @@ mod linear_rows;
 mod product;
 mod qlinear;
 mod quant_matrix;
+mod rms_norm;
 mod tile_kernel;
 
 pub use cpu::simd_available;
@@ -35,3 +36,4 @@ pub use int8::{
 pub use linear_rows::{linear_rows, linear_rows_portable};
 pub use qlinear::{qlinear, qlinear_portable};
 pub use quant_matrix::{MatrixError, QuantMatrix, SharedBytes};
+pub use rms_norm::{rms_norm, rms_norm_portable};

@@ -12,6 +12,7 @@ mod drafting;
 mod errors;
 mod gguf;
 mod kernels;
+mod norm;
 mod quant;
 mod stores;
 
@@ -26,6 +27,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(defaults::default_settings, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::linear_rows, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::kernels_use_simd, m)?)?;
+    m.add_function(wrap_pyfunction!(norm::rms_norm, m)?)?;
     m.add_class::<quant::PyQuantTensor>()?;
     m.add_class::<gguf::PyGgufFile>()?;
     m.add_class::<gguf::PyGgufTensorInfo>()?;
