@@ -13,6 +13,11 @@ After a verification forward every layer holds `held + q` entries (q = chain + t
 `commit(keep)` keeps only the entries of the accepted path (the chain and the accepted nodes, in
 order), moving the few accepted node entries next to the chain instead of copying the cache. The
 prompt is never recomputed and memory never grows with rejected drafts.
+
+Each layer writes into a buffer with room to spare (doubling when full) and hands the attention
+views of it: appending a step's entries copies only those entries, where transformers' own layer
+concatenates, i.e. copies the whole cache, at every forward. A sliding layer drops its oldest
+entries by moving the start of its view; the buffer is compacted when the view reaches its end.
 """
 
 from __future__ import annotations
@@ -32,11 +37,16 @@ except ImportError as exc:  # pragma: no cover - depends on the installed transf
 __all__ = ["TreeKVCache"]
 
 
+# Entries of room a layer's buffer starts with (it doubles when full).
+MIN_CAPACITY = 64
+
+
 class _PrunableLayer(DynamicLayer):
     """A dynamic layer that appends during a forward and keeps a chosen subset afterwards.
 
-    `get_seq_length` reports the number of committed tokens (for sliding layers, as transformers'
-    sliding layer does, the absolute length rather than the entries held).
+    `keys` / `values` are views `[start, start + held)` of `_key_buf` / `_value_buf` along the
+    sequence axis. `get_seq_length` reports the number of committed tokens (for sliding layers, as
+    transformers' sliding layer does, the absolute length rather than the entries held).
     """
 
     def __init__(self, window: int | None = None) -> None:
@@ -44,11 +54,43 @@ class _PrunableLayer(DynamicLayer):
         self.window = window
         self.is_sliding = window is not None
         self.cumulative_length = 0
+        self._key_buf: torch.Tensor | None = None
+        self._value_buf: torch.Tensor | None = None
+        self._start = 0
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
-        keys, values = super().update(key_states, value_states, *args, **kwargs)
-        self.cumulative_length += key_states.shape[-2]
-        return keys, values
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        held, q = self.held(), key_states.shape[-2]
+        self._make_room(key_states, value_states, held + q)
+        assert self._key_buf is not None and self._value_buf is not None
+        end = self._start + held
+        self._key_buf[..., end : end + q, :] = key_states
+        self._value_buf[..., end : end + q, :] = value_states
+        self._view(held + q)
+        self.cumulative_length += q
+        return self.keys, self.values
+
+    def _make_room(self, key_states: torch.Tensor, value_states: torch.Tensor, needed: int) -> None:
+        """Make the buffers hold `needed` entries from `_start` on: compact or grow them."""
+        buf = self._key_buf
+        if buf is not None and buf.shape[:-2] == key_states.shape[:-2] and self._start + needed <= buf.shape[-2]:
+            return
+        held = self.held()
+        capacity = max(MIN_CAPACITY, 2 * needed, buf.shape[-2] if buf is not None else 0)
+        shape_k = (*key_states.shape[:-2], capacity, key_states.shape[-1])
+        shape_v = (*value_states.shape[:-2], capacity, value_states.shape[-1])
+        keys = key_states.new_empty(shape_k)
+        values = value_states.new_empty(shape_v)
+        if held:
+            keys[..., :held, :] = self.keys
+            values[..., :held, :] = self.values
+        self._key_buf, self._value_buf, self._start = keys, values, 0
+
+    def _view(self, held: int) -> None:
+        assert self._key_buf is not None and self._value_buf is not None
+        self.keys = self._key_buf[..., self._start : self._start + held, :]
+        self.values = self._value_buf[..., self._start : self._start + held, :]
 
     def get_seq_length(self) -> int:
         return self.cumulative_length
@@ -57,7 +99,7 @@ class _PrunableLayer(DynamicLayer):
         return -1 if self.window is None else self.window
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        held = self.keys.shape[-2] if self.is_initialized and self.keys is not None else 0
+        held = self.held()
         return held + query_length, self.cumulative_length - held
 
     def held(self) -> int:
@@ -76,9 +118,9 @@ class _PrunableLayer(DynamicLayer):
             keys[..., dst, :] = keys.index_select(-2, src)
             values[..., dst, :] = values.index_select(-2, src)
         total = old + m
-        start = 0 if self.window is None else max(0, total - (self.window - 1))
-        self.keys = keys[..., start:total, :]
-        self.values = values[..., start:total, :]
+        drop = 0 if self.window is None else max(0, total - (self.window - 1))
+        self._start += drop
+        self._view(total - drop)
         self.cumulative_length += m - q
 
 
@@ -131,6 +173,7 @@ class TreeKVCache:
         return [layer.held() for layer in self.layers]
 
     def nbytes(self) -> int:
+        """Bytes of the entries the layers hold (their buffers have room for up to twice as many)."""
         total = 0
         for layer in self.layers:
             if layer.keys is not None and layer.values is not None:
