@@ -76,3 +76,36 @@ def test_tree_logits_all_at_once_gives_the_rows_of_the_walk() -> None:
         for index in ([0], [2, 4], [5]):
             torch.testing.assert_close(walk.rows(index), at_once.rows(index))
     assert calls == [1, 6, 2, 1]  # the walk computes what it is asked; all_at_once every row, once
+
+
+def test_tree_logits_compute_each_row_once_and_take_likely_rows_along() -> None:
+    torch.manual_seed(2)
+    hidden = torch.randn(7, 16)
+    head = torch.nn.Linear(16, 50, bias=False)
+    calls: list[list[float]] = []
+
+    def apply(h: torch.Tensor) -> torch.Tensor:
+        calls.append(h[:, 0].tolist())
+        return head(h)
+
+    with torch.inference_mode():
+        want = head(hidden)
+        logits = TreeLogits(hidden=hidden, head=apply, likely=[0, 1, 3])
+        torch.testing.assert_close(logits.rows([0]), want[[0]])
+        assert len(calls) == 1 and len(calls[0]) == 3  # rows 0, 1, 3 in one call
+        torch.testing.assert_close(logits.rows([1, 3]), want[[1, 3]])
+        assert len(calls) == 1  # already computed
+        torch.testing.assert_close(logits.rows([5, 5, 1]), want[[5, 5, 1]])
+        assert len(calls) == 2 and len(calls[1]) == 1  # only row 5 was missing, once
+
+
+def test_likely_rows_follow_the_first_child_chain() -> None:
+    import numpy as np
+
+    from hierdraft.tree_forward import likely_rows
+
+    # root -> 0 -> 2 -> 4 is the first-child chain; 1 and 3 are later siblings
+    parents = np.array([-1, -1, 0, 0, 2, 1])
+    assert likely_rows(parents, 10) == [0, 1, 3, 5]
+    assert likely_rows(parents, 2) == [0, 1]
+    assert likely_rows(np.array([], dtype=np.int64), 4) == [0]

@@ -43,9 +43,9 @@ else:
 # Rows up to which one call of the float32 kernel over every row of a tree beats one head call
 # per tree level (the float32 kernel's cost grows slowly with rows; see the README's kernel table).
 FLOAT_HEAD_ROWS_AT_ONCE = 24
-# Quantized heads compute every row from the blocks in registers: their cost grows with every row,
-# so the verification walk asks for the rows it needs, level by level.
-QUANT_HEAD_ROWS_AT_ONCE = 1
+# A quantized head's cost grows with every row beyond a few (it converts the blocks for each
+# row), so it computes all rows of small trees only, and otherwise the walk's likely rows.
+QUANT_HEAD_ROWS_AT_ONCE = 4
 
 _LINEARS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -140,8 +140,8 @@ def apply_linear(layer: Any, x: torch.Tensor) -> torch.Tensor:
 
 
 def head_rows_at_once(head: Any, hidden: torch.Tensor) -> int:
-    """Up to how many rows one call of the LM head over every row of a tree is cheaper than
-    computing the rows the verification walk asks for, level by level."""
+    """How many rows one LM head call may cover for about the price of one: a tree with at most
+    that many rows is computed at once; a larger one gets its likely rows together."""
     if hidden.device.type != "cpu":
         return 0
     if isinstance(head, QuantLinear):

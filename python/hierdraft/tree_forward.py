@@ -8,26 +8,29 @@ the rows of the nodes it reaches, so `TreeLogits` computes them on demand.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from .cpu_matmul import apply_linear, head_rows_at_once, kernel_linears
 from .model_layout import AttentionLayout, text_config
 from .tree_mask import TreeInputs
 
-__all__ = ["TreeLogits", "forward_tree", "apply_head"]
+__all__ = ["TreeLogits", "forward_tree", "apply_head", "likely_rows"]
 
 
 class TreeLogits:
     """The target's logits for the rows of one verification forward (row 0: the last chain token,
     row 1 + i: node i), computed eagerly or, with a split head, on demand.
 
-    With a large vocabulary the LM head costs as much as the rest of a small model per row.
-    When its cost grows with the rows, only the rows the verification walk asks for (about the
-    accepted length) are computed, one head call per tree level. When a few rows cost about one
-    (hierdraft's float32 kernel, see `cpu_matmul.head_rows_at_once`), the first request computes
-    every row in a single call (`all_at_once`).
+    With a large vocabulary the LM head costs as much as the rest of a small model per row, and
+    the verification walk needs only the rows of the nodes it reaches (about the accepted length),
+    one tree level at a time. Computed rows are kept, so no row is computed twice. `likely` rows
+    are computed together with the first request: one head call over a few rows costs little
+    more than over one (the weights are read once), so the rows the walk will probably ask for
+    next (see `likely_rows`) ride along; `all_at_once` computes every row at the first request.
     """
 
     def __init__(
@@ -36,6 +39,7 @@ class TreeLogits:
         hidden: torch.Tensor | None = None,
         head: Any = None,
         all_at_once: bool = False,
+        likely: Sequence[int] = (),
     ):
         source = logits if logits is not None else hidden
         if source is None or (logits is None and head is None):
@@ -46,6 +50,8 @@ class TreeLogits:
         self.num_rows = int(source.shape[0])
         self.device = source.device
         self._all_at_once = all_at_once
+        self._likely = [int(r) for r in likely if 0 <= int(r) < self.num_rows]
+        self._computed: dict[int, torch.Tensor] = {}
 
     def all(self) -> torch.Tensor:
         """(num_rows, vocab) logits."""
@@ -57,7 +63,26 @@ class TreeLogits:
         """(len(index), vocab) logits of the given rows."""
         if self._logits is not None or self._all_at_once:
             return self.all()[index]
-        return self._head(self._hidden[index])
+        missing = list(dict.fromkeys(i for i in index if i not in self._computed))
+        if missing:
+            if not self._computed:  # the first request: take the likely rows along
+                missing += [r for r in self._likely if r not in missing]
+            for row, logits in zip(missing, self._head(self._hidden[missing])):
+                self._computed[row] = logits
+        return torch.stack([self._computed[i] for i in index])
+
+
+def likely_rows(parents: np.ndarray, count: int) -> list[int]:
+    """Rows of the root and of the first-child chain below it, `count` rows at most: the nodes a
+    greedy walk most probably visits (a drafter lists each node's children best first)."""
+    rows, node = [0], -1
+    first_child: dict[int, int] = {}
+    for i, p in enumerate(np.asarray(parents).tolist()):
+        first_child.setdefault(int(p), i)
+    while len(rows) < count and node in first_child:
+        node = first_child[node]
+        rows.append(node + 1)
+    return rows
 
 
 def apply_head(model: Any, hidden: torch.Tensor) -> torch.Tensor:
@@ -69,8 +94,12 @@ def apply_head(model: Any, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def forward_tree(model: Any, layout: AttentionLayout, cache: Any, inputs: TreeInputs) -> TreeLogits:
-    """Run the verification forward; returns the logits of the last chain token and of each node."""
+def forward_tree(
+    model: Any, layout: AttentionLayout, cache: Any, inputs: TreeInputs, parents: np.ndarray | None = None
+) -> TreeLogits:
+    """Run the verification forward; returns the logits of the last chain token and of each node.
+
+    `parents` (the tree's) lets a split head compute the rows a walk will probably need together."""
     kwargs = {
         "input_ids": inputs.input_ids,
         "position_ids": inputs.position_ids,
@@ -83,8 +112,11 @@ def forward_tree(model: Any, layout: AttentionLayout, cache: Any, inputs: TreeIn
     with kernel_linears(model):
         if layout.split_head and k > 1:
             hidden = model.base_model(**kwargs).last_hidden_state[0, -k:]
-            all_at_once = k <= head_rows_at_once(model.get_output_embeddings(), hidden)
-            return TreeLogits(hidden=hidden, head=lambda h: apply_head(model, h), all_at_once=all_at_once)
+            at_once = head_rows_at_once(model.get_output_embeddings(), hidden)
+            likely = likely_rows(parents, at_once) if parents is not None else ()
+            return TreeLogits(
+                hidden=hidden, head=lambda h: apply_head(model, h), all_at_once=k <= at_once, likely=likely
+            )
         if layout.has_logits_to_keep:
             kwargs["logits_to_keep"] = k
         return TreeLogits(logits=model(**kwargs).logits[0, -k:])
