@@ -186,6 +186,32 @@ def _run(tmp_path, tiny_model, generate_fn, **overrides) -> tuple[int, dict]:
 # --- end to end -----------------------------------------------------------------------------
 
 
+def test_bench_int8_mode_compares_with_fp32(tmp_path):
+    """--numerics int8 on a quantized model: drafting stays exact within the mode, and ar-fp32
+    (the fp32 mode's plain output) is compared like a peer, never counted as a mismatch."""
+    from conftest import make_tiny_llama
+    from gguf_tiny import write_tiny_gguf
+
+    from hierdraft.gguf_model import load_gguf_model
+    from hierdraft.quant_modules import set_numerics
+
+    source = make_tiny_llama(dtype=torch.float32, vocab_size=VOCAB, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=EOS)
+    model = set_numerics(load_gguf_model(write_tiny_gguf(source, tmp_path / "tiny.gguf", "Q8_0")), "int8")
+    model.generation_config.eos_token_id = EOS
+    code, result = _run(tmp_path, model, _generate_fn(), numerics="int8", methods=["ar", "context", "ar-fp32"])
+    assert code == 0, result["summary"]["mismatches"]
+    summary = result["summary"]
+    assert summary["methods"] == ["ar", "context", "ar-fp32"] and summary["mismatches"] == []
+    # 2 layers x 7 linear layers, the embedding and the (untied) head, all kept in Q8_0 blocks
+    assert result["model"]["numerics"] == "int8" and result["model"]["weights"] == {"Q8_0": 16}
+    counts = summary["peer_agreement"]["ar-fp32"]["ar"]
+    assert counts["prompts"] == 3 and 0 <= counts["identical"] <= 3
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "numerics: int8" in report and "`ar-fp32` identical to `ar`" in report
+    with pytest.raises(ValueError, match="--numerics int8"):
+        cli_bench._plan(_args(tmp_path, tmp_path / "q.jsonl", numerics="fp32", methods=["ar", "ar-fp32"]))
+
+
 def test_bench_end_to_end(tmp_path, tiny_model):
     code, result = _run(tmp_path, tiny_model, _generate_fn())
     out = tmp_path / "out"
@@ -197,7 +223,10 @@ def test_bench_end_to_end(tmp_path, tiny_model):
     summary = result["summary"]
     # the tiny model is no GGUF file: every method but the llama.cpp peers runs
     assert summary["methods"] == list(bench_methods.TORCH_METHODS)
-    assert result["settings"]["methods_requested"] == list(bench_methods.ALL_METHODS)
+    # ar-fp32 only runs beside the int8 numeric mode (test_bench_int8_mode_compares_with_fp32)
+    assert result["settings"]["methods_requested"] == [
+        m for m in bench_methods.ALL_METHODS if m != bench_methods.FP32_METHOD
+    ]
     assert "no GGUF file" in result["settings"]["llama_cpp"]["skipped"]
     assert summary["mismatches"] == [] and summary["outputs_compared"]
     assert set(summary["categories"]) == {"writing", "qa", "summarization"}

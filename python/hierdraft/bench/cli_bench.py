@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..numerics import NUMERICS
+from ..numerics import NUMERICS, resolve_numerics
 from ..prompts import PROMPT_TEMPLATE, encode_prompt, format_prompt
 from ..questions import (
     Question,
@@ -41,6 +41,8 @@ from .methods import (
     ALL_METHODS,
     DEFAULT_PLD_NGRAM,
     DEFAULT_PLD_TOKENS,
+    FP32_METHOD,
+    NUMERICS_METHODS,
     PEER_METHODS,
     PEER_REFERENCE,
     TORCH_METHODS,
@@ -199,7 +201,17 @@ def _plan(args: argparse.Namespace) -> _Plan:
     max_new = args.max_new_tokens or (FULL_MAX_NEW_TOKENS if args.full else QUICK_MAX_NEW_TOKENS)
     if args.temperature < 0:
         raise ValueError("--temperature must be >= 0")
-    return _Plan(path, selected, limit, max_new, list(dict.fromkeys(["ar", *args.methods])))
+    return _Plan(path, selected, limit, max_new, list(dict.fromkeys(["ar", *_numerics_methods(args)])))
+
+
+def _numerics_methods(args: argparse.Namespace) -> list[str]:
+    """The requested methods; `ar-fp32` only beside the int8 mode (dropped from the default list
+    otherwise, refused when asked for by name)."""
+    if resolve_numerics(args.numerics) == "int8" or FP32_METHOD not in args.methods:
+        return list(args.methods)
+    if list(args.methods) != list(ALL_METHODS):
+        raise ValueError(f"{FP32_METHOD} compares the int8 numeric mode with fp32: add --numerics int8")
+    return [m for m in args.methods if m != FP32_METHOD]
 
 
 def _build_all_methods(
@@ -216,7 +228,7 @@ def _build_all_methods(
 ) -> tuple[dict[str, Method], ForwardCounter, dict[str, Any] | None]:
     """The methods in run order (ar first), the forward counter, and what the report says
     about the llama.cpp peers (None when none was asked for)."""
-    torch_names = [n for n in plan.names if n in TORCH_METHODS]
+    torch_names = [n for n in plan.names if n in TORCH_METHODS or n in NUMERICS_METHODS]
     peer_names = [n for n in plan.names if n in PEER_METHODS]
     peer_info: dict[str, Any] | None = None
     peers: dict[str, Method] = {}

@@ -13,6 +13,8 @@ context    hierdraft with only the context level (this request's n-grams)
 model      hierdraft with only the model level (the model's own n-grams)
 corpus     hierdraft with only the corpus level (suffix array over a corpus)
 hd         hierdraft with the full hierarchy, context -> model -> corpus (the product)
+ar-fp32    with ``--numerics int8``: plain decoding in the fp32 numeric mode, the reference the
+           int8 mode's outputs are compared with (reported like a peer)
 llama.cpp  peer: plain greedy decoding of the same GGUF file by llama.cpp
            (llama-cpp-python), the absolute yardstick; see :mod:`.llama_cpp_methods`
 llama.cpp- peer: llama-cpp-python's own prompt lookup decoding
@@ -20,7 +22,8 @@ pld
 =========  ==============================================================================
 
 The two llama.cpp methods are *peers*: another engine with its own numerics. Their outputs are
-compared with ``llama.cpp``'s plain output, never counted as mismatches against ``ar``.
+compared with ``llama.cpp``'s plain output, never counted as mismatches against ``ar``. So is
+``ar-fp32``: the same engine in the other numeric mode.
 
 Each drafting method gets its own drafter with its own instances of the stores (the factory
 loads them afresh), so a method's model store learns online from that method's own finished
@@ -46,7 +49,10 @@ TORCH_METHODS: tuple[str, ...] = ("ar", "hf-ar", "hf-pld", "context", "model", "
 # Peers: llama.cpp on the same GGUF file (bench.llama_cpp_methods).
 PEER_REFERENCE = "llama.cpp"
 PEER_METHODS: tuple[str, ...] = (PEER_REFERENCE, "llama.cpp-pld")
-ALL_METHODS: tuple[str, ...] = TORCH_METHODS + PEER_METHODS
+# hierdraft's plain decoding in the fp32 numeric mode, beside a run in the int8 mode.
+FP32_METHOD = "ar-fp32"
+NUMERICS_METHODS: tuple[str, ...] = (FP32_METHOD,)
+ALL_METHODS: tuple[str, ...] = TORCH_METHODS + NUMERICS_METHODS + PEER_METHODS
 LEVEL_METHODS: dict[str, tuple[str, ...]] = {
     "context": ("context",),
     "model": ("model",),
@@ -205,6 +211,25 @@ class HierdraftMethod(_Base):
         )
 
 
+class Fp32ReferenceMethod(HierdraftMethod):
+    """``ar-fp32``: plain decoding with the quantized model switched to the fp32 numeric mode for
+    the call (the run's own mode is restored afterwards). A peer: compared, never a mismatch."""
+
+    peer = True
+
+    def run(self, prompt_ids: Sequence[int]) -> PromptRecord:
+        from hierdraft.quant_modules import model_numerics, set_numerics
+
+        mode = model_numerics(self.model)
+        if mode is None:
+            raise ValueError(f"{FP32_METHOD} needs a quantized model (it switches its numeric mode)")
+        set_numerics(self.model, "fp32")
+        try:
+            return super().run(prompt_ids)
+        finally:
+            set_numerics(self.model, mode)
+
+
 def _first_step_tokens(res: Any) -> int | None:
     """Tokens emitted by the prefill step of a generation result (None when it does not say)."""
     emitted = getattr(res, "emitted_per_step", None)
@@ -272,7 +297,7 @@ def build_methods(
     pld_tokens: int = DEFAULT_PLD_TOKENS,
     generate_fn: Callable[..., Any] | None = None,
 ) -> tuple[dict[str, Method], ForwardCounter]:
-    """Method objects for ``names`` (a subset of ``TORCH_METHODS``) sharing one model (and one
+    """Method objects for ``names`` (of ``TORCH_METHODS`` and ``NUMERICS_METHODS``) sharing one model (and one
     forward counter). The llama.cpp peers are built by :mod:`.llama_cpp_methods`.
 
     ``drafter_factory(order)`` returns a fresh drafter for a level order such as
@@ -280,9 +305,10 @@ def build_methods(
     the online part of a store (a method must never learn from another's outputs on the
     same prompt).
     """
-    unknown = [n for n in names if n not in TORCH_METHODS]
+    known = TORCH_METHODS + NUMERICS_METHODS
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(TORCH_METHODS)}")
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(known)}")
     counter = ForwardCounter(model)
     methods: dict[str, Method] = {}
     for name in names:
@@ -292,6 +318,8 @@ def build_methods(
             methods[name] = HfMethod(name, model, settings, counter)
         elif name == "hf-pld":
             methods[name] = HfMethod(name, model, settings, counter, prompt_lookup_num_tokens=pld_tokens)
+        elif name == FP32_METHOD:
+            methods[name] = Fp32ReferenceMethod(name, model, settings, counter, None, generate_fn)
         else:
             if drafter_factory is None:
                 raise ValueError(f"method {name!r} needs a drafter factory")
