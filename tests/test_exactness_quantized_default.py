@@ -77,3 +77,20 @@ def test_quantized_greedy_equals_transformers_on_dequantized_weights(quantized, 
     assert plain.tokens == expected, f"{category}: plain decoding differs from transformers"
     assert drafted.tokens == plain.tokens, f"{category}: drafting changed the output"
     assert max(drafted.tree_sizes) > 0  # drafts were really proposed and verified
+
+
+@pytest.fixture(scope="module")
+def int8_model():
+    model, _ = hierdraft.load_default(numerics="int8")
+    return model
+
+
+@pytest.mark.parametrize("category", ["coding", "extraction", "summarization", "translation"])
+def test_int8_mode_drafting_equals_plain_decoding(quantized, int8_model, drafter, category):
+    """The int8 numeric mode is batch-invariant too: drafted output equals plain decoding."""
+    _, tokenizer = quantized
+    ids = tokenizer(format_prompt(QUESTIONS[category]), return_tensors="pt").input_ids
+    plain = hierdraft.generate(int8_model, ids, max_new_tokens=NEW_TOKENS)
+    drafted = hierdraft.generate(int8_model, ids, drafter=drafter, max_new_tokens=NEW_TOKENS)
+    assert drafted.tokens == plain.tokens, f"{category}: drafting changed the int8 output"
+    assert max(drafted.tree_sizes) > 0

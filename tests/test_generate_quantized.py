@@ -170,3 +170,23 @@ def test_numeric_modes_are_named_and_checked(quantized_file, monkeypatch):
     float_model = dequantized_model(load_gguf_model(quantized_file))
     assert model_numerics(float_model) is None and weight_formats(float_model) == {}
     assert set_numerics(model, "fp32") is model
+
+
+@pytest.mark.parametrize("kind", ["deep_wide", "random"])
+def test_int8_mode_stays_exact_within_the_mode(quantized_file, kind):
+    """In the int8 mode drafting and plain decoding agree token for token (batch invariance);
+    the mode's logits stay close to the fp32 mode's."""
+    from hierdraft.quant_modules import set_numerics
+
+    model = set_numerics(load_gguf_model(quantized_file), "int8")
+    fp32 = load_gguf_model(quantized_file)
+    vocab = model.config.vocab_size
+    for i, prompt in enumerate(PROMPTS[::2]):
+        plain = generate(model, prompt, max_new_tokens=NEW).tokens
+        drafter = DeepWideDrafter(plain, depth=16, fanout=3, seed=i) if kind == "deep_wide" else RandomDrafter(vocab, budget=16, seed=i)
+        assert generate(model, prompt, drafter=drafter, max_new_tokens=NEW).tokens == plain, prompt
+    ids = torch.tensor([PROMPTS[5]])
+    with torch.inference_mode():
+        a, b = model(ids).logits, fp32(ids).logits
+    assert not torch.equal(a, b)  # really another mode
+    assert (a - b).abs().max() <= 0.05 * b.abs().max()
