@@ -86,9 +86,10 @@ class Batch:
         self.token_ids_cpu[i, : len(prompt)] = full[: len(prompt)]
         self.num_tokens_no_spec[i] = min(len(prompt), self.max_model_len - 1)
 
-    def step(self, drafts: list[list[int]] | None) -> tuple[list[list[int]], int]:
-        """Verify the drafts; returns the sampled tokens per row and the drafted tokens accepted."""
-        sampled, accepted = [], 0
+    def step(self, drafts: list[list[int]] | None) -> tuple[list[list[int]], int, int, int]:
+        """Verify the drafts; returns the sampled tokens per row, the drafted tokens accepted, the
+        number of drafts verified and of those whose first token was right."""
+        sampled, accepted, first_hits, verified = [], 0, 0, 0
         for i in range(len(self.truth)):
             n, truth = int(self.num_tokens_no_spec[i]), self.truth[i]
             if n >= len(truth):
@@ -105,16 +106,18 @@ class Batch:
             self.num_tokens_no_spec[i] = n + take
             sampled.append(truth[n : n + take].tolist())
             accepted += min(ok, take)
-        return sampled, accepted
+            first_hits += ok > 0
+            verified += bool(draft)
+        return sampled, accepted, first_hits, verified
 
 
 def bench(proposer_factory, requests, rows: int, steps: int, warmup: int, max_model_len: int, seed: int) -> dict:
     proposer = proposer_factory(rows)
     batch = Batch(rows, max_model_len, requests, seed)
-    times, drafted, accepted, drafting_rows = [], 0, 0, 0
+    times, drafted, accepted, drafting_rows, first_hits, verified = [], 0, 0, 0, 0, 0
     drafts = None
     for step in range(warmup + steps):
-        sampled, ok = batch.step(drafts)
+        sampled, ok, hits, checked = batch.step(drafts)
         t0 = time.perf_counter()
         drafts = proposer.propose(sampled, batch.num_tokens_no_spec, batch.token_ids_cpu)
         dt = time.perf_counter() - t0
@@ -122,28 +125,34 @@ def bench(proposer_factory, requests, rows: int, steps: int, warmup: int, max_mo
             times.append(dt)
             drafted += sum(len(d) for d in drafts)
             drafting_rows += sum(1 for d in drafts if d)
+        if step > warmup:  # the drafts of timed steps, verified at the next one
             accepted += ok
+            first_hits += hits
+            verified += checked
     us = np.array(times) * 1e6
     p50, p90, p99 = np.percentile(us, [50, 90, 99])
     return {
         "rows": rows, "steps": steps, "p50_us": p50, "p90_us": p90, "p99_us": p99, "mean_us": float(us.mean()),
         "draft_tokens_per_row": drafted / (steps * rows), "rows_with_draft": drafting_rows / (steps * rows),
-        "accepted_per_row_step": accepted / (steps * rows), "requests_started": batch.next,
+        "accepted_per_row_step": accepted / ((steps - 1) * rows),
+        "first_token_hits": first_hits / max(verified, 1), "requests_started": batch.next,
         "sessions_idle": proposer.sessions.idle,
     }
 
 
 def format_table(results: list[dict]) -> str:
     lines = [
-        "| rows | p50 us | p90 us | p99 us | mean us | goal p50 | draft tokens/row | drafted rows | accepted/row-step |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| rows | p50 us | p90 us | p99 us | mean us | goal p50 | draft tokens/row | drafted rows | accepted/row-step "
+        "| first token right |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         goal = GOALS_US.get(r["rows"])
         goal_s = "-" if goal is None else f"<= {goal:.0f} ({'met' if r['p50_us'] <= goal else 'missed'})"
         lines.append(
             f"| {r['rows']} | {r['p50_us']:.1f} | {r['p90_us']:.1f} | {r['p99_us']:.1f} | {r['mean_us']:.1f} | "
-            f"{goal_s} | {r['draft_tokens_per_row']:.2f} | {r['rows_with_draft']:.0%} | {r['accepted_per_row_step']:.2f} |"
+            f"{goal_s} | {r['draft_tokens_per_row']:.2f} | {r['rows_with_draft']:.0%} | {r['accepted_per_row_step']:.3f} | "
+            f"{r['first_token_hits']:.1%} |"
         )
     return "\n".join(lines)
 
@@ -154,7 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=300, help="timed steps per batch size")
     ap.add_argument("--warmup", type=int, default=30, help="untimed steps first")
     ap.add_argument("--k", type=int, default=5, help="num_speculative_tokens (default 5)")
-    ap.add_argument("--budget", type=int, default=None, help="draft tree nodes (default: the drafter's)")
+    ap.add_argument("--budget", type=int, default=None, help="draft tree nodes (default: the proposer's, K)")
+    ap.add_argument("--candidates", type=int, default=None, help="chains per level (default: the proposer's)")
+    ap.add_argument("--corpus-max-occurrences", type=int, default=None,
+                    help="occurrences a corpus lookup reads (default: the proposer's)")
     ap.add_argument("--max-model-len", type=int, default=4096)
     ap.add_argument("--model-store", default=None, help="path, or 'none' (default: the default store)")
     ap.add_argument("--corpus-index", default=None, help="path, or 'none' (default: the default index)")
@@ -174,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = load_tokenizer()
     requests = load_requests(tokenizer, Path(questions))
     options = {k: v for k, v in (("model_store", args.model_store), ("corpus_index", args.corpus_index),
-                                 ("budget", args.budget)) if v is not None}
+                                 ("budget", args.budget), ("candidates", args.candidates),
+                                 ("corpus_max_occurrences", args.corpus_max_occurrences)) if v is not None}
     rows_list = [int(x) for x in args.rows.split(",") if x.strip()]
 
     def factory(rows: int) -> HierdraftProposer:

@@ -169,18 +169,6 @@ def run_checks(model_dir: Path, steps: int, k: int, max_model_len: int, max_num_
             failures.append(f"{label}: create_custom_proposer returned {type(proposer).__name__}")
             continue
         sim = Simulation(cfg, seed=int(explicit))
-        starts = {"n": 0}
-        real_start = proposer.drafter.start
-
-        class Counting:  # count session starts without touching the proposer's logic
-            def start(self, prompt):
-                starts["n"] += 1
-                return real_start(prompt)
-
-            def propose_chains(self, sessions, max_lens):
-                return proposer.drafter.propose_chains(sessions, max_lens)
-
-        counted = HierdraftProposer(cfg, drafter=Counting())
         scheduled: dict[str, list[int]] = {}
         drafted = accepted = 0
         for step in range(steps):
@@ -188,7 +176,7 @@ def run_checks(model_dir: Path, steps: int, k: int, max_model_len: int, max_num_
             if sim.batch.num_reqs == 0:
                 break
             sampled = sim.sample(scheduled)
-            drafts = counted.propose(sampled, sim.batch.num_tokens_no_spec, sim.batch.token_ids_cpu)
+            drafts = proposer.propose(sampled, sim.batch.num_tokens_no_spec, sim.batch.token_ids_cpu)
             if len(drafts) != sim.batch.num_reqs:
                 failures.append(f"{label} step {step}: {len(drafts)} drafts for {sim.batch.num_reqs} rows")
                 break
@@ -202,10 +190,10 @@ def run_checks(model_dir: Path, steps: int, k: int, max_model_len: int, max_num_
                 drafted += len(draft)
             accepted += sum(len(s) for s in sampled)
             scheduled = dict(zip(sim.batch.req_ids, drafts))
-        requests = sim.next_id
-        if starts["n"] != requests:
-            failures.append(f"{label}: {starts['n']} sessions started for {requests} requests")
-        print(f"{label}: {step + 1} steps, {requests} requests, {starts['n']} sessions started, "
+        requests, started = sim.next_id, proposer.sessions.started
+        if started != requests:
+            failures.append(f"{label}: {started} sessions started for {requests} requests")
+        print(f"{label}: {step + 1} steps, {requests} requests, {started} sessions started, "
               f"{drafted} draft tokens proposed, {accepted} tokens emitted")
     return failures
 

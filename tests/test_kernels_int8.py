@@ -189,9 +189,9 @@ def linear_int8_reference(w: IntWeights, x: np.ndarray) -> np.ndarray:
         f = (w.d[None, :, t] * dx[:, t, None]).astype(np.float32)
         acc = fma32(f, ints[:, :, t].astype(np.float32), acc)
         if w.min_term:
-            g = (w.dmin[None, :, t] * dx[:, t, None]).astype(np.float32)
-            mins = (w.mins[None, :, t] * qsum[:, t, None]).astype(np.float32)
-            acc = fma32(-g, mins, acc)
+            negative_min = -(w.dmin[:, t] * w.mins[:, t].astype(np.float32)).astype(np.float32)
+            scaled_sum = (dx[:, t] * qsum[:, t].astype(np.float32)).astype(np.float32)
+            acc = fma32(negative_min[None, :], scaled_sum[:, None], acc)
     return acc
 
 

@@ -16,12 +16,17 @@ import pytest
 import torch
 
 import hierdraft
+from hierdraft import _core
 from hierdraft.models import TokenizerMismatchError, tokenizer_fingerprint
 from hierdraft.stores.metadata import encode_metadata
 from hierdraft.vllm import HierdraftProposer
 from hierdraft.vllm import stores as vllm_stores
-from hierdraft.vllm.options import StoreSource, options_from_vllm_config
-from hierdraft.vllm.sessions import SessionTable, signatures
+from hierdraft.vllm.options import (
+    CHAIN_CANDIDATES,
+    CHAIN_CORPUS_OCCURRENCES,
+    StoreSource,
+    options_from_vllm_config,
+)
 
 VOCAB = 100
 
@@ -65,23 +70,6 @@ def store_paths(tmp_path, phrases):
     corpus.save(tmp_path / "c.hdci")
     model.save(tmp_path / "m.hdms")
     return tmp_path / "m.hdms", tmp_path / "c.hdci"
-
-
-class CountingDrafter:
-    """Wraps a HierarchicalDrafter and counts how many sessions were started."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.starts = 0
-        self.batches = 0
-
-    def start(self, prompt):
-        self.starts += 1
-        return self.inner.start(prompt)
-
-    def propose_chains(self, sessions, max_lens):
-        self.batches += 1
-        return self.inner.propose_chains(sessions, max_lens)
 
 
 class FakeBatch:
@@ -143,7 +131,8 @@ class FakeBatch:
 
 
 def reference_draft(drafter, batch: FakeBatch, i: int, k: int) -> list[int]:
-    """What a fresh session on row i's sequence drafts, cut the way the proposer cuts it."""
+    """What a fresh session of ``drafter`` (the proposer's own, set up for chains) on row i's
+    sequence drafts, cut the way the proposer cuts it."""
     n = int(batch.num_tokens_no_spec[i])
     room = min(k, batch.max_model_len - n)
     if room <= 0:
@@ -152,20 +141,17 @@ def reference_draft(drafter, batch: FakeBatch, i: int, k: int) -> list[int]:
     return tree.best_chain(room).tolist()
 
 
-def proposer_with_stores(store_paths, counting=True, **config):
+def proposer_with_stores(store_paths, **config):
     model_path, corpus_path = store_paths
     cfg = make_config(hierdraft_options={"model_store": str(model_path), "corpus_index": str(corpus_path),
                                          **config.pop("hierdraft_options", {})}, **config)
-    proposer = HierdraftProposer(cfg)
-    if counting:
-        proposer = HierdraftProposer(cfg, drafter=CountingDrafter(proposer.drafter))
-    return proposer
+    return HierdraftProposer(cfg)
 
 
 def test_continuous_batching_drafts_equal_fresh_sessions(store_paths, phrases):
     k, max_len = 5, 160
     proposer = proposer_with_stores(store_paths, k=k, max_model_len=max_len, max_num_seqs=6)
-    inner = proposer.drafter.inner
+    drafter = proposer.drafter
     batch = FakeBatch(capacity=6, max_model_len=max_len)
     rng = np.random.default_rng(3)
     requests = 0
@@ -193,7 +179,7 @@ def test_continuous_batching_drafts_equal_fresh_sessions(store_paths, phrases):
             if not sampled[i]:
                 assert draft == []
                 continue
-            assert draft == reference_draft(inner, batch, i, k), f"step {step} row {i}"
+            assert draft == reference_draft(drafter, batch, i, k), f"step {step} row {i}"
             nonempty += bool(draft)
         for i in reversed(range(len(batch.rows))):
             if batch.done(i):
@@ -203,8 +189,9 @@ def test_continuous_batching_drafts_equal_fresh_sessions(store_paths, phrases):
                     drafts[i] = last
     assert requests == 24 and nonempty > 100
     # every request's session was started once and then only extended, whatever row it moved to
-    assert proposer.drafter.starts == requests
+    assert proposer.sessions.started == requests
     assert proposer.sessions.live + proposer.sessions.idle <= 6 + proposer.options.max_idle_sessions
+    assert proposer.sessions.live + proposer.sessions.idle == proposer.sessions.sessions
 
 
 def test_incremental_sessions_match_fresh_ones_token_for_token(phrases):
@@ -219,7 +206,7 @@ def test_incremental_sessions_match_fresh_ones_token_for_token(phrases):
         drafts = proposer.propose(sampled, batch.num_tokens_no_spec, batch.token_ids_cpu)
         for i in range(3):
             n = int(batch.num_tokens_no_spec[i])
-            assert np.array_equal(proposer.sessions.row_session(i).tokens, batch.token_ids_cpu[i, :n])
+            assert np.array_equal(proposer.sessions.row_tokens(i), batch.token_ids_cpu[i, :n])
             assert drafts[i] == reference_draft(proposer.drafter, batch, i, 6)
 
 
@@ -238,8 +225,8 @@ def test_reordered_and_reused_rows_get_their_own_sessions(store_paths, phrases):
         sampled = batch.advance(drafts)
         drafts = proposer.propose(sampled, batch.num_tokens_no_spec, batch.token_ids_cpu)
         for i in range(4):
-            assert drafts[i] == reference_draft(proposer.drafter.inner, batch, i, 4)
-    assert proposer.drafter.starts == 4
+            assert drafts[i] == reference_draft(proposer.drafter, batch, i, 4)
+    assert proposer.sessions.started == 4
     # a finished request's row is reused by a new one that shares its prompt prefix
     old = batch.rows[0]["truth"]
     batch.remove(0)
@@ -247,14 +234,13 @@ def test_reordered_and_reused_rows_get_their_own_sessions(store_paths, phrases):
     sampled = batch.advance(None)
     drafts = proposer.propose(sampled, batch.num_tokens_no_spec, batch.token_ids_cpu)
     for i in range(4):
-        assert drafts[i] == reference_draft(proposer.drafter.inner, batch, i, 4)
-    assert proposer.drafter.starts == 5
+        assert drafts[i] == reference_draft(proposer.drafter, batch, i, 4)
+    assert proposer.sessions.started == 5
 
 
 def test_preempted_request_and_skipped_steps_keep_their_session(phrases):
     proposer = HierdraftProposer(make_config(k=4, max_model_len=400))
-    counting = CountingDrafter(proposer.drafter)
-    proposer = HierdraftProposer(make_config(k=4, max_model_len=400), drafter=counting)
+    table = proposer.sessions
     batch = FakeBatch(capacity=3, max_model_len=400, seed=9)
     rng = np.random.default_rng(9)
     for _ in range(2):
@@ -266,8 +252,8 @@ def test_preempted_request_and_skipped_steps_keep_their_session(phrases):
     batch.advance(None)
     batch.advance(None)
     drafts = proposer.propose(batch.advance(None), batch.num_tokens_no_spec, batch.token_ids_cpu)
-    assert counting.starts == 2
-    assert drafts == [reference_draft(counting.inner, batch, i, 4) for i in range(2)]
+    assert table.started == 2
+    assert drafts == [reference_draft(proposer.drafter, batch, i, 4) for i in range(2)]
     # request 0 is preempted (removed) for a few steps, then resumed in another row
     preempted = dict(batch.rows[0])
     batch.remove(0)
@@ -276,13 +262,13 @@ def test_preempted_request_and_skipped_steps_keep_their_session(phrases):
     batch.add(preempted["truth"], prompt_len=preempted["n"])
     sampled = batch.advance([drafts[0], []])
     drafts = proposer.propose(sampled, batch.num_tokens_no_spec, batch.token_ids_cpu)
-    assert counting.starts == 2
-    assert drafts == [reference_draft(counting.inner, batch, i, 4) for i in range(2)]
+    assert table.started == 2
+    assert drafts == [reference_draft(proposer.drafter, batch, i, 4) for i in range(2)]
 
 
 def test_rows_without_new_tokens_keep_their_session_and_get_no_draft(phrases):
-    counting = CountingDrafter(hierdraft.HierarchicalDrafter(max_depth=4))
-    proposer = HierdraftProposer(make_config(k=4), drafter=counting)
+    drafter = hierdraft.HierarchicalDrafter(max_depth=4)
+    proposer = HierdraftProposer(make_config(k=4), drafter=drafter)
     batch = FakeBatch(capacity=2, max_model_len=256)
     rng = np.random.default_rng(2)
     batch.add(text(rng, 200, phrases), prompt_len=20)
@@ -293,8 +279,8 @@ def test_rows_without_new_tokens_keep_their_session_and_get_no_draft(phrases):
         drafts = proposer.propose(sampled, batch.num_tokens_no_spec, batch.token_ids_cpu)
         assert drafts[0] == []
     drafts = proposer.propose(batch.advance(drafts), batch.num_tokens_no_spec, batch.token_ids_cpu)
-    assert counting.starts == 2
-    assert drafts[0] == reference_draft(counting.inner, batch, 0, 4)
+    assert proposer.sessions.started == 2
+    assert drafts[0] == reference_draft(drafter, batch, 0, 4)
 
 
 def test_drafts_stop_at_k_and_at_max_model_len():
@@ -361,11 +347,13 @@ def test_bad_input_raises_clear_errors_and_leaves_the_proposer_usable():
     with pytest.raises(ValueError, match="row 1"):
         proposer.propose([[2], [4]], np.array([4, 3], dtype=np.int32), bad)
     assert proposer.propose([[2]], num, tokens) == [[1, 2]]
+    with pytest.raises(TypeError, match="HierarchicalDrafter"):
+        HierdraftProposer(make_config(), drafter=object())
 
 
 def test_finished_sessions_are_bounded_and_feed_the_model_store(store_paths, phrases):
     proposer = proposer_with_stores(store_paths, k=4, hierdraft_options={"max_idle_sessions": 2})
-    model_store = proposer.drafter.inner.model_store
+    model_store = proposer.drafter.model_store
     marker = [97, 13, 71, 29, 83, 41]  # a continuation no store has seen
     assert all(c[0].tolist()[:3] != marker[3:] for c in model_store.lookup(marker[:3]))
     batch = FakeBatch(capacity=2, max_model_len=256, seed=11)
@@ -382,6 +370,7 @@ def test_finished_sessions_are_bounded_and_feed_the_model_store(store_paths, phr
             drafts = proposer.propose(batch.advance(drafts), batch.num_tokens_no_spec, batch.token_ids_cpu)
         batch.remove(0)
         assert proposer.sessions.idle <= 2
+    proposer.sessions.wait_for_learning()  # evicted sessions are learned in the background
     found = model_store.lookup(marker[:3], k=8, max_len=3)
     assert any(c[0].tolist() == marker[3:] for c in found)
 
@@ -390,22 +379,12 @@ def test_table_without_learning_leaves_the_model_store_alone(store_paths):
     model_path, _ = store_paths
     store = hierdraft.ModelStore.load(model_path)
     drafter = hierdraft.HierarchicalDrafter(model_store=store)
-    table = SessionTable(drafter, max_idle=0, learn=False)
+    table = _core.SessionTable(drafter, 4, 256, 0, learn=False)
     tokens = np.array([[1, 2, 3, 97, 13, 71, 29]], dtype=np.int32)
     table.step([[97, 13, 71, 29]], np.array([7]), tokens)
     table.step([], np.array([], dtype=np.int64), tokens)
     assert table.idle == 0 and table.live == 0
     assert not any(c[0].tolist() == [71, 29] for c in store.lookup([97, 13], k=8, max_len=2))
-
-
-def test_signatures_name_content_not_rows():
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(0, 50, size=(3, 40)).astype(np.int32)
-    tokens[2] = tokens[0]
-    tokens[2, 30:] = 7  # differs only past length 30
-    keys = signatures(tokens, np.array([0, 1, 2, 0]), np.array([30, 30, 30, 31]))
-    assert keys[0] == keys[2] and keys[0] != keys[1] and keys[0] != keys[3]
-    assert signatures(tokens, np.array([0]), np.array([0])) != signatures(tokens, np.array([0]), np.array([1]))
 
 
 def test_stores_from_config_env_and_off(store_paths, monkeypatch):
@@ -415,8 +394,14 @@ def test_stores_from_config_env_and_off(store_paths, monkeypatch):
     p = HierdraftProposer(make_config())
     assert p.drafter.model_store is not None and p.drafter.corpus_index is not None
     assert p.drafter.max_depth == 4
-    p = HierdraftProposer(make_config(hierdraft_options={"corpus_index": "none", "budget": 7}))
+    # set up for chains: a budget of K nodes, CHAIN_CANDIDATES chains per level, a capped corpus
+    assert p.drafter.budget == 4 and p.drafter.corpus_max_occurrences == CHAIN_CORPUS_OCCURRENCES
+    assert p.drafter.context_candidates == p.drafter.model_candidates == p.drafter.corpus_candidates
+    assert p.drafter.corpus_candidates == CHAIN_CANDIDATES
+    p = HierdraftProposer(make_config(hierdraft_options={"corpus_index": "none", "budget": 7, "candidates": 3,
+                                                         "corpus_max_occurrences": 100}))
     assert p.drafter.corpus_index is None and p.drafter.model_store is not None and p.drafter.budget == 7
+    assert p.drafter.model_candidates == 3 and p.drafter.corpus_max_occurrences == 100
     monkeypatch.setenv("HIERDRAFT_CORPUS_INDEX", str(corpus_path.with_name("missing.hdci")))
     with pytest.raises(FileNotFoundError, match="HIERDRAFT_CORPUS_INDEX"):
         HierdraftProposer(make_config())
@@ -499,14 +484,14 @@ def test_context_level_alone_is_logged_once(caplog, monkeypatch):
 
 
 def test_a_token_outside_the_stores_vocabulary_names_its_row(store_paths):
-    proposer = proposer_with_stores(store_paths, counting=False)
+    proposer = proposer_with_stores(store_paths)
     tokens = np.zeros((3, 256), dtype=np.int32)
     tokens[:, :4] = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
     num = np.array([4, 4, 4], dtype=np.int32)
     proposer.propose([[4], [8], [12]], num, tokens)
     tokens[:, 4] = [1, 150, 2]
     num[:] = 5
-    with pytest.raises(ValueError, match=r"row 1: tokens\[1\].*150"):
+    with pytest.raises(ValueError, match=r"row 1: tokens\[1, 4\] = 150 is out of the vocabulary"):
         proposer.propose([[1], [150], [2]], num, tokens)
     tokens[1, 4] = 3
     drafts = proposer.propose([[1], [3], [2]], num, tokens)

@@ -34,12 +34,14 @@ __all__ = [
     "HierarchicalDrafter",
     "DraftSession",
     "DraftTree",
+    "SessionTable",
     "StoreFormatError",
     "__version__",
     "default_settings",
     "linear_rows",
     "kernels_use_simd",
     "rms_norm",
+    "attention",
     "QuantTensor",
     "GgufFile",
     "GgufTensorInfo",
@@ -182,6 +184,7 @@ class HierarchicalDrafter:
         corpus_candidates: int | None = None,
         context_min_ngram: int | None = None,
         context_max_ngram: int | None = None,
+        corpus_max_occurrences: int | None = None,
     ) -> HierarchicalDrafter: ...
     def start(self, prompt: _TokenInput) -> DraftSession: ...
     def propose_batch(self, sessions: Sequence[DraftSession]) -> list[DraftTree]: ...
@@ -204,11 +207,56 @@ class HierarchicalDrafter:
     @property
     def context_max_ngram(self) -> int: ...
     @property
+    def corpus_max_occurrences(self) -> int | None: ...
+    @property
     def vocab_size(self) -> int | None: ...
     @property
     def model_store(self) -> ModelStore | None: ...
     @property
     def corpus_index(self) -> CorpusIndex | None: ...
+
+_IntArray = Union[npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.uint32]]
+
+@final
+class SessionTable:
+    """The draft sessions of an engine's batch rows, found by content; one chain per row a step."""
+
+    def __new__(
+        cls,
+        drafter: HierarchicalDrafter,
+        max_chain: int,
+        max_model_len: int,
+        max_idle: int,
+        learn: bool = True,
+        parallel_min_rows: int | None = None,
+    ) -> SessionTable: ...
+    def step(
+        self, new_tokens: Sequence[Sequence[int]], lengths: _IntArray, tokens: _IntArray
+    ) -> list[list[int]]:
+        """Extends, finds or starts every row's session; returns each row's chain."""
+    def row_tokens(self, row: int) -> npt.NDArray[np.uint32] | None: ...
+    def wait_for_learning(self) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def sessions(self) -> int: ...
+    @property
+    def live(self) -> int: ...
+    @property
+    def idle(self) -> int: ...
+    @property
+    def started(self) -> int: ...
+    @property
+    def drafter(self) -> HierarchicalDrafter: ...
+    @property
+    def max_chain(self) -> int: ...
+    @property
+    def max_model_len(self) -> int: ...
+    @property
+    def max_idle(self) -> int: ...
+    @property
+    def learn(self) -> bool: ...
+    @property
+    def parallel_min_rows(self) -> int: ...
 
 def default_settings() -> dict[str, dict[str, int | tuple[str, ...] | None]]:
     """The core's defaults, ``{class name: {setting: value}}``, of every setting that
@@ -226,6 +274,21 @@ def rms_norm(
     x: npt.NDArray[np.float32], scale: npt.NDArray[np.float32], eps: float, out: npt.NDArray[np.float32]
 ) -> None:
     """Writes ``(x * r) * scale`` into ``out``, ``r = 1 / sqrt(mean(x**2) + eps)`` per row of ``x``."""
+
+def attention(
+    q: npt.NDArray[np.float32],
+    k: npt.NDArray[np.float32],
+    v: npt.NDArray[np.float32],
+    out: npt.NDArray[np.float32],
+    scaling: float,
+    mask: npt.NDArray[np.bool_] | None = None,
+    window: int | None = None,
+    softcap: float | None = None,
+) -> None:
+    """Writes softmax(q k^T scaling) v into ``out`` (queries, heads, dim) for q (heads, queries, dim)
+    and k, v (kv_heads, keys, dim), each (head, query) row depending on its own visible keys alone.
+    ``mask`` (queries, keys) says which keys each query sees; without it the queries are the last
+    positions of a causal sequence, within ``window`` positions if given."""
 
 @final
 class QuantTensor:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .cpu_attention import kernel_attention
 from .cpu_matmul import apply_linear, head_rows_at_once, kernel_linears
 from .model_layout import AttentionLayout, text_config
 from .tree_mask import TreeInputs
@@ -108,8 +109,9 @@ def forward_tree(
         "use_cache": True,
     }
     k = inputs.num_logits
-    # Every forward, plain steps included, computes the linear layers the same way (see cpu_matmul).
-    with kernel_linears(model):
+    # Every forward, plain steps included, computes the linear layers and the attention the same
+    # way (see cpu_matmul and cpu_attention).
+    with kernel_linears(model), kernel_attention(model):
         if layout.split_head and k > 1:
             hidden = model.base_model(**kwargs).last_hidden_state[0, -k:]
             at_once = head_rows_at_once(model.get_output_embeddings(), hidden)

@@ -12,6 +12,13 @@ attribute access, so that tests can pass a small stand-in object with the same a
 - ``additional_config["hierdraft"]``: hierdraft's own options (a dict; vLLM's
   ``SpeculativeConfig`` forbids unknown fields, ``additional_config`` is its free-form dict).
 
+Drafting for chains: vLLM verifies one chain of at most K tokens per row, so the drafter's tree
+budget defaults to K nodes (the hierarchy stops at the first level that brings the tree to K
+nodes: a context chain of K tokens ends it, and the corpus is read only when the closer levels
+found fewer), each level gives its best ``CHAIN_CANDIDATES`` chain(s), and a corpus lookup reads
+at most ``CHAIN_CORPUS_OCCURRENCES`` occurrences. ``budget``, ``candidates`` and
+``corpus_max_occurrences`` in ``additional_config["hierdraft"]`` override them.
+
 Store choice per level, first match wins: ``additional_config["hierdraft"]["model_store"]`` /
 ``["corpus_index"]``, then ``$HIERDRAFT_MODEL_STORE`` / ``$HIERDRAFT_CORPUS_INDEX``, then the
 default stores of the served tokenizer. A value of ``"none"`` (or ``"off"``) turns the level off.
@@ -24,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 __all__ = [
+    "CHAIN_CANDIDATES",
+    "CHAIN_CORPUS_OCCURRENCES",
     "CONFIG_KEY",
     "ENV_CORPUS_INDEX",
     "ENV_MODEL_STORE",
@@ -40,7 +49,14 @@ _OFF = frozenset({"none", "off"})
 # session); the pool holds this many per scheduler slot, and at least the minimum.
 IDLE_SESSIONS_PER_SEQ = 2
 MIN_IDLE_SESSIONS = 64
-_CONFIG_FIELDS = ("model_store", "corpus_index", "budget", "order", "max_idle_sessions", "learn")
+# The chain drafter's settings (see the module docstring); the README reports what they cost
+# and what they draft compared with the drafter's own defaults.
+CHAIN_CANDIDATES = 1
+CHAIN_CORPUS_OCCURRENCES = 32
+_CONFIG_FIELDS = (
+    "model_store", "corpus_index", "budget", "candidates", "corpus_max_occurrences", "order",
+    "max_idle_sessions", "learn",
+)
 
 
 @dataclass(frozen=True)
@@ -76,7 +92,9 @@ class ProposerOptions:
     model_vocab_size: int | None
     model_store: StoreSource
     corpus_index: StoreSource
-    budget: int | None  # None: the drafter's default tree budget
+    budget: int  # draft tree nodes (default: num_speculative_tokens)
+    candidates: int  # chains each level gives (default: CHAIN_CANDIDATES)
+    corpus_max_occurrences: int  # occurrences a corpus lookup reads (default: CHAIN_CORPUS_OCCURRENCES)
     order: tuple[str, ...] | None  # None: the drafter's default level order
     max_idle_sessions: int
     learn: bool
@@ -134,9 +152,13 @@ def options_from_vllm_config(vllm_config: Any, environ: Mapping[str, str] | None
     max_seqs = _positive_int(max_seqs, "scheduler_config.max_num_seqs") if max_seqs is not None else 1
     own = _own_options(vllm_config)
 
-    budget = own.get("budget")
-    if budget is not None:
-        budget = _positive_int(budget, f"additional_config[{CONFIG_KEY!r}]['budget']")
+    def own_int(key: str, default: int) -> int:
+        value = own.get(key)
+        return default if value is None else _positive_int(value, f"additional_config[{CONFIG_KEY!r}][{key!r}]")
+
+    budget = own_int("budget", k)
+    candidates = own_int("candidates", CHAIN_CANDIDATES)
+    corpus_occurrences = own_int("corpus_max_occurrences", CHAIN_CORPUS_OCCURRENCES)
     order = own.get("order")
     if order is not None:
         if isinstance(order, str) or not all(isinstance(x, str) for x in order):
@@ -163,6 +185,8 @@ def options_from_vllm_config(vllm_config: Any, environ: Mapping[str, str] | None
         model_store=_store_source(own, "model_store", ENV_MODEL_STORE, environ),
         corpus_index=_store_source(own, "corpus_index", ENV_CORPUS_INDEX, environ),
         budget=budget,
+        candidates=candidates,
+        corpus_max_occurrences=corpus_occurrences,
         order=order,
         max_idle_sessions=idle,
         learn=learn,

@@ -2,18 +2,33 @@
 
 One call of :meth:`HierdraftProposer.propose` per engine step:
 
-1. checks the arguments (types, shapes, lengths) and reads them as numpy arrays (a CPU torch
+1. checks the argument types and shapes and reads both arrays as numpy arrays (a CPU torch
    tensor is viewed, not copied);
-2. brings every row's draft session up to date (:class:`~hierdraft.vllm.sessions.SessionTable`:
-   sessions found by content, extended incrementally);
-3. drafts a tree for every row that has new tokens and room left and cuts it to its most
-   probable root-to-leaf path (``DraftTree.best_chain``) of at most ``min(K, max_model_len -
-   length)`` tokens, since vLLM verifies chains, not trees: all rows in one
-   ``HierarchicalDrafter.propose_chains`` call (Rust, the trees drafted in parallel as
-   ``propose_batch`` does, the GIL released).
+2. hands the whole batch to one ``SessionTable.step`` call (Rust, the GIL released), which
+   brings every row's draft session up to date and drafts its chain.
 
-Rows without new tokens (vLLM passes ``[]`` for a prefill chunk or a discarded row), rows at
-``max_model_len`` and rows whose tree is empty get ``[]``.
+The rules of that step live in the Rust core (``hierdraft_core::session_table``):
+
+- vLLM passes no request ids, so each row's session is found by content: the *signature* of a
+  sequence is a 64-bit hash of its length, its first 8 and its last 8 tokens. A row with ``c``
+  new tokens and length ``n`` takes the session filed under the signature of its first ``n - c``
+  tokens (the same request one step earlier, wherever its row was) and extends it by the ``c``
+  tokens, without re-indexing anything. Not found, it takes the session it held last step if it
+  still starts with that sequence (vLLM skipped the proposer for some steps), else a new session
+  indexes its tokens. Only the number of ``sampled_token_ids[i]`` is read: vLLM has written the
+  tokens into ``token_ids_cpu`` already (as vLLM's own n-gram proposer reads them).
+- Sessions no row claims go to an idle pool (a preempted request finds its session there); the
+  oldest beyond ``max_idle_sessions`` are finished, feeding the model store's online part when
+  ``learn`` is on (cross-request history).
+- Each row with new tokens and room left gets the best chain (``DraftTree.best_chain``) of the
+  tree its session proposes, at most ``min(K, max_model_len - n)`` tokens: exactly what a fresh
+  session of the same drafter over the row's tokens proposes. Large batches are drafted in
+  parallel. Rows without new tokens (vLLM passes ``[]`` for a prefill chunk or a discarded row),
+  rows at ``max_model_len`` and rows with nothing to draft get ``[]``.
+
+The drafter is set up for chains (:mod:`hierdraft.vllm.options`): a tree budget of K nodes, so the
+hierarchy stops at the first level that brings the tree to K nodes, and one candidate chain per
+level.
 """
 
 from __future__ import annotations
@@ -22,8 +37,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .. import _core
 from .options import ProposerOptions, options_from_vllm_config
-from .sessions import SessionTable
 from .stores import build_drafter
 
 __all__ = ["HierdraftProposer"]
@@ -55,16 +70,24 @@ class HierdraftProposer:
 
     vLLM builds it as ``HierdraftProposer(vllm_config)`` (``speculative_config={"method":
     "custom_class", "model": "hierdraft.vllm.HierdraftProposer", "num_speculative_tokens": K}``).
-    ``drafter`` (a ``HierarchicalDrafter``) and ``tokenizer`` replace what the config would select;
-    they are for tests and embedding, vLLM passes neither.
+    ``drafter`` (a ``hierdraft._core.HierarchicalDrafter``) and ``tokenizer`` replace what the
+    config would select; they are for tests and embedding, vLLM passes neither.
     """
 
     def __init__(self, vllm_config: Any, *, drafter: Any = None, tokenizer: Any = None) -> None:
         self.options: ProposerOptions = options_from_vllm_config(vllm_config)
         self.drafter = drafter if drafter is not None else build_drafter(self.options, tokenizer=tokenizer)
-        self.sessions = SessionTable(self.drafter, self.options.max_idle_sessions, learn=self.options.learn)
+        if not isinstance(self.drafter, _core.HierarchicalDrafter):
+            raise TypeError(f"drafter must be a hierdraft HierarchicalDrafter, got {type(self.drafter).__name__}")
         self.num_speculative_tokens = self.options.num_speculative_tokens
         self.max_model_len = self.options.max_model_len
+        self.sessions = _core.SessionTable(
+            self.drafter,
+            self.num_speculative_tokens,
+            self.max_model_len,
+            self.options.max_idle_sessions,
+            learn=self.options.learn,
+        )
 
     def load_model(self, *args: Any, **kwargs: Any) -> None:
         """vLLM calls this after loading the target model; hierdraft needs no model."""
@@ -86,48 +109,17 @@ class HierdraftProposer:
         """
         if not isinstance(sampled_token_ids, (list, tuple)):
             raise TypeError(f"sampled_token_ids must be a list of lists, got {type(sampled_token_ids).__name__}")
-        rows = len(sampled_token_ids)
         num_tokens = _as_array(num_tokens_no_spec, "num_tokens_no_spec", 1)
         tokens = _as_array(token_ids_cpu, "token_ids_cpu", 2)
         if tokens.dtype not in _TOKEN_DTYPES:
             raise TypeError(f"token_ids_cpu must have dtype int32, int64 or uint32, got {tokens.dtype}")
-        if rows == 0:
+        if not sampled_token_ids:
             return []
-        if not tokens.flags.c_contiguous:  # the sessions read rows as contiguous slices
-            tokens = np.ascontiguousarray(tokens[:rows])
-        if num_tokens.shape[0] < rows or tokens.shape[0] < rows:
-            raise ValueError(
-                f"{rows} rows in sampled_token_ids, but num_tokens_no_spec has {num_tokens.shape[0]} "
-                f"and token_ids_cpu {tokens.shape[0]}"
-            )
-        counts = [len(s) for s in sampled_token_ids]
-        lengths = num_tokens[:rows].astype(np.int64)
-        # a cheap bound first; the row-by-row check runs (and names the bad row) only when it fails
-        if max(counts) > int(lengths.min()) or int(lengths.max()) > min(tokens.shape[1], self.max_model_len):
-            self._check_lengths(counts, lengths, tokens.shape[1])
-
-        sessions = self.sessions.step(sampled_token_ids, lengths, tokens, counts)
-        room = np.minimum(self.num_speculative_tokens, self.max_model_len - lengths).tolist()
-        drafting = [i for i in range(rows) if sessions[i] is not None and room[i] > 0]
-        if len(drafting) == rows:
-            return self.drafter.propose_chains(sessions, room)
-        out: list[list[int]] = [[] for _ in range(rows)]
-        if drafting:
-            chains = self.drafter.propose_chains([sessions[i] for i in drafting], [room[i] for i in drafting])
-            for i, chain in zip(drafting, chains):
-                out[i] = chain
-        return out
-
-    def _check_lengths(self, counts: list[int], lengths: np.ndarray, width: int) -> None:
-        counts_arr = np.asarray(counts, dtype=np.int64)
-        bad = (lengths < counts_arr) | (lengths > min(width, self.max_model_len))
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(
-                f"row {i}: num_tokens_no_spec[{i}] = {int(lengths[i])} with {counts[i]} new token(s); "
-                f"it must be at least that and at most min(token_ids_cpu.shape[1] = {width}, "
-                f"max_model_len = {self.max_model_len})"
-            )
+        if num_tokens.dtype not in _TOKEN_DTYPES:
+            num_tokens = num_tokens.astype(np.int64)
+        if not tokens.flags.c_contiguous:  # the table reads rows as contiguous slices
+            tokens = np.ascontiguousarray(tokens[: len(sampled_token_ids)])
+        return self.sessions.step(sampled_token_ids, num_tokens, tokens)
 
     def close(self) -> None:
         """Finish every session (feeding the model store when learning is on)."""

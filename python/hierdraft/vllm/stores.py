@@ -137,8 +137,9 @@ def _resolve(
 
 
 def build_drafter(options: ProposerOptions, tokenizer: Any | None = None) -> Any:
-    """A ``HierarchicalDrafter`` over the configured stores, its depth the number of speculative
-    tokens. ``tokenizer`` overrides :func:`served_tokenizer` (tests pass one)."""
+    """A ``HierarchicalDrafter`` over the configured stores, set up for chains (depth and default
+    budget the number of speculative tokens; see :mod:`hierdraft.vllm.options`). ``tokenizer``
+    overrides :func:`served_tokenizer` (tests pass one)."""
     from .. import _core
 
     if tokenizer is None:
@@ -152,9 +153,14 @@ def build_drafter(options: ProposerOptions, tokenizer: Any | None = None) -> Any
             "hierdraft: no tokenizer known (model_config.tokenizer is None), so no default store is used"
             + ("; drafting from the context level alone" if alone else ""),
         )
-    kwargs: dict[str, Any] = {"max_depth": options.num_speculative_tokens}
-    if options.budget is not None:
-        kwargs["budget"] = options.budget
+    kwargs: dict[str, Any] = {
+        "max_depth": options.num_speculative_tokens,
+        "budget": options.budget,
+        "context_candidates": options.candidates,
+        "model_candidates": options.candidates,
+        "corpus_candidates": options.candidates,
+        "corpus_max_occurrences": options.corpus_max_occurrences,
+    }
     if options.order is not None:
         kwargs["order"] = options.order
     drafter = _core.HierarchicalDrafter(model_store=stores["model"], corpus_index=stores["corpus"], **kwargs)

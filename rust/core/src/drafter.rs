@@ -43,6 +43,9 @@ pub struct DrafterConfig {
     pub context_min_ngram: usize,
     /// Longest suffix the context level matches.
     pub context_max_ngram: usize,
+    /// Most corpus occurrences a corpus lookup reads (`None`: the index's own cap,
+    /// [`CorpusIndex::max_occurrences`]). Fewer read faster and rank from a smaller sample.
+    pub corpus_max_occurrences: Option<usize>,
 }
 
 impl Default for DrafterConfig {
@@ -56,6 +59,7 @@ impl Default for DrafterConfig {
             corpus_candidates: 8,
             context_min_ngram: ContextStore::DEFAULT_MIN_NGRAM,
             context_max_ngram: ContextStore::DEFAULT_MAX_NGRAM,
+            corpus_max_occurrences: None,
         }
     }
 }
@@ -90,6 +94,9 @@ impl DrafterConfig {
                     "{name} must be >= 1, got 0 (leave the level out of `order` to disable it)"
                 ));
             }
+        }
+        if self.corpus_max_occurrences == Some(0) {
+            return bad("corpus_max_occurrences must be >= 1, got 0".into());
         }
         if self.context_min_ngram == 0 {
             return bad("context_min_ngram must be >= 1, got 0".into());
@@ -169,6 +176,16 @@ impl HierarchicalDrafter {
         config.validate()?;
         // Also checks the n-gram range the way the context store sees it.
         ContextStore::new(config.context_min_ngram, config.context_max_ngram)?;
+        // A cap of its own reads through its own handle of the index (a memory-mapped index
+        // shares its pages; one built in memory is copied).
+        let corpus = match (corpus, config.corpus_max_occurrences) {
+            (Some(index), Some(cap)) if index.max_occurrences() != cap => {
+                let mut own = CorpusIndex::clone(&index);
+                own.set_max_occurrences(cap);
+                Some(Arc::new(own))
+            }
+            (corpus, _) => corpus,
+        };
         let vocab_size = [
             model.as_ref().and_then(|m| m.config().vocab_size),
             corpus.as_ref().and_then(|c| c.vocab_size()),
@@ -351,6 +368,10 @@ mod tests {
                 order: vec![],
                 ..ok.clone()
             },
+            DrafterConfig {
+                corpus_max_occurrences: Some(0),
+                ..ok.clone()
+            },
         ] {
             assert!(matches!(
                 HierarchicalDrafter::new(cfg, None, None),
@@ -434,6 +455,28 @@ mod tests {
         let found = model.lookup(&[7], 4, 4);
         assert_eq!(found.first().map(|c| c.tokens.clone()), Some(vec![8, 9]));
         assert!(model.lookup(&[5], 4, 4).is_empty());
+    }
+
+    #[test]
+    fn corpus_cap_is_the_drafters_own() {
+        // After [5]: 2 once, 9 three times. One occurrence read is the first of the suffix
+        // array's range (sorted by what follows), so a cap of 1 drafts 2 where all four draft 9.
+        let docs: [&[u32]; 4] = [&[5, 2], &[5, 9], &[5, 9], &[5, 9]];
+        let corpus = Arc::new(CorpusIndex::build(&docs, None).expect("corpus"));
+        let first_token = |cap: Option<usize>| {
+            let cfg = DrafterConfig {
+                corpus_max_occurrences: cap,
+                ..DrafterConfig::default()
+            };
+            let d = HierarchicalDrafter::new(cfg, None, Some(corpus.clone())).expect("drafter");
+            let cap_read = d.corpus_index().map(|c| c.max_occurrences());
+            let tree = d.start(&[7, 5]).expect("start").propose();
+            (tree.best_chain(1), cap_read)
+        };
+        let default_cap = corpus.max_occurrences();
+        assert_eq!(first_token(None), (vec![9], Some(default_cap)));
+        assert_eq!(first_token(Some(1)), (vec![2], Some(1)));
+        assert_eq!(corpus.max_occurrences(), default_cap);
     }
 
     #[test]

@@ -8,38 +8,11 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+mod support;
+
 use criterion::{BenchmarkId, Criterion, Throughput};
-use hierdraft_kernels::{qlinear, GgmlType, QuantMatrix};
-
-/// Random quant bytes with every f16 scale set to 2^-6 (finite, moderate).
-fn matrix(ty: GgmlType, rows: usize, cols: usize) -> QuantMatrix {
-    let len = ty.row_bytes(cols).expect("whole blocks") * rows;
-    let mut s = 0x2545_f491_4f6c_dd1du64;
-    let mut data: Vec<u8> = (0..len)
-        .map(|_| {
-            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            (s >> 56) as u8
-        })
-        .collect();
-    let scales: &[usize] = match ty {
-        GgmlType::Q4K | GgmlType::Q5K => &[0, 2],
-        GgmlType::Q6K => &[208],
-        GgmlType::F32 => &[],
-        _ => &[0],
-    };
-    for block in data.chunks_exact_mut(ty.block_bytes()) {
-        for &at in scales {
-            block[at..at + 2].copy_from_slice(&0x2400u16.to_le_bytes());
-        }
-    }
-    QuantMatrix::from_vec(ty, rows, cols, data).expect("valid matrix")
-}
-
-fn inputs(len: usize) -> Vec<f32> {
-    (0..len)
-        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 8) as f32 / 16_777_216.0 - 0.5)
-        .collect()
-}
+use hierdraft_kernels::{qlinear, GgmlType};
+use support::{inputs, matrix};
 
 fn bench_shape(c: &mut Criterion, group: &str, ty: GgmlType, n: usize, k: usize, rows: &[usize]) {
     let w = matrix(ty, n, k);

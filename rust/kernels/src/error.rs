@@ -34,4 +34,6 @@ pub enum KernelError {
     RowOutOfRange { row: usize, rows: usize },
     #[error("out has {len} values; a norm writes as many as x has ({expected})")]
     NormOutput { len: usize, expected: usize },
+    #[error("attention: {0}")]
+    Attention(String),
 }

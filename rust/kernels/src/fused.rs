@@ -10,7 +10,9 @@
 //! The result is therefore bit for bit the one of the scratch path, and of
 //! `linear_rows(x, dequantize(W))`.
 
-use crate::product::{chunk_rows, for_each_chunk, SharedOut};
+use std::marker::PhantomData;
+
+use crate::product::{chunk_rows, Part, SharedOut};
 use crate::quant_matrix::QuantMatrix;
 
 /// Input rows the fused path takes at most.
@@ -19,25 +21,68 @@ pub(crate) const MAX_ROWS: usize = 2;
 /// for two input rows.
 const WEIGHT_ROWS: usize = 8;
 
-/// Whether [`multiply`] computes `x · Wᵀ` for `rows` input rows of this matrix.
+/// Whether [`Fused`] computes `x · Wᵀ` for `rows` input rows of this matrix.
 pub(crate) fn applies(w: &QuantMatrix, rows: usize, simd: bool) -> bool {
     cfg!(target_arch = "x86_64") && simd && (1..=MAX_ROWS).contains(&rows) && w.ty().block_len() > 1
 }
 
-/// Writes `x · Wᵀ` into `out` (shapes checked by the caller; [`applies`] is true). Runs on
-/// rayon's pool.
-pub(crate) fn multiply(x: &[f32], w: &QuantMatrix, out: &mut [f32]) {
-    let n = w.rows();
-    let shared = SharedOut(out.as_mut_ptr());
-    #[cfg(target_arch = "x86_64")]
-    for_each_chunk(n, chunk_rows(n, WEIGHT_ROWS), |rows| {
-        // SAFETY: the chunks partition 0..n, so each task writes only columns `rows` of every
-        // output row (checked by the caller to hold x.len() / k rows of n values); the CPU has
-        // AVX2, FMA and F16C (`applies`).
-        unsafe { avx2::chunk(x, w, rows, shared) }
-    });
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (x, shared, for_each_chunk, chunk_rows);
+/// The fused product of one matrix: task `c` computes the output columns of weight-row chunk
+/// `c` for every input row.
+pub(crate) struct Fused<'a> {
+    x: &'a [f32],
+    w: &'a QuantMatrix,
+    out: SharedOut,
+    chunk: usize,
+    tasks: usize,
+    /// The part writes into `out` for as long as it lives.
+    _out: PhantomData<&'a mut [f32]>,
+}
+
+impl<'a> Fused<'a> {
+    /// The part writing `x · Wᵀ` into `out`. The shapes are checked by the caller
+    /// ([`crate::product::check_shapes`]; a mismatch makes the part empty) and [`applies`] is
+    /// true on this CPU (otherwise the part is empty too).
+    pub(crate) fn new(x: &'a [f32], w: &'a QuantMatrix, out: &'a mut [f32]) -> Self {
+        let (n, k) = (w.rows(), w.cols());
+        let rows = x.len() / k;
+        let fits = x.len() == rows * k
+            && out.len() == rows * n
+            && crate::cpu::simd_available()
+            && applies(w, rows, true);
+        let chunk = chunk_rows(n, WEIGHT_ROWS);
+        Fused {
+            x,
+            w,
+            out: SharedOut(out.as_mut_ptr()),
+            chunk,
+            tasks: if fits { n.div_ceil(chunk) } else { 0 },
+            _out: PhantomData,
+        }
+    }
+}
+
+impl Part for Fused<'_> {
+    fn tasks(&self) -> usize {
+        self.tasks
+    }
+
+    fn work(&self) -> usize {
+        self.w.rows() * self.w.row_bytes() * (self.x.len() / self.w.cols())
+    }
+
+    unsafe fn run(&self, task: usize) {
+        let rows = task * self.chunk..((task + 1) * self.chunk).min(self.w.rows());
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the chunks partition 0..n and each task runs once (caller's contract), so
+        // this one alone writes columns `rows` of every output row (`new` checked that `out`
+        // holds x.len() / k rows of n values); the CPU has AVX2, FMA and F16C (`new` checked
+        // `applies`, or made the part empty).
+        unsafe {
+            avx2::chunk(self.x, self.w, rows, self.out)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = rows;
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

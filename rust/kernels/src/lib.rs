@@ -10,28 +10,35 @@
 //! result is bit for bit `linear_rows` over the [`dequantize_row`] values, which are bit for bit
 //! gguf-py's. Pure Rust, no Python.
 
+mod attention;
 mod cpu;
 mod dequant;
 mod error;
 mod fused;
 mod ggml_type;
 pub mod gguf;
+mod group;
 mod int8;
 mod linear_rows;
+mod pool;
 mod product;
 mod qlinear;
 mod quant_matrix;
 mod rms_norm;
 mod tile_kernel;
 
+pub use attention::{
+    attention, attention_portable, exp_nonpositive, AttentionDims, KvView, Scoring, Visibility,
+};
 pub use cpu::simd_available;
 pub use dequant::{dequantize_row, dequantize_row_portable, dequantize_rows};
 pub use error::KernelError;
 pub use ggml_type::{ggml_type_name, GgmlType, UnsupportedType};
 pub use gguf::{GgufError, GgufFile, MetaArray, MetaValue, TensorInfo};
+pub use group::{qlinear_group, qlinear_group_portable, GroupError};
 pub use int8::{
     has_int8_form, qlinear_int8, qlinear_int8_portable, quantize_activations,
-    quantize_activations_portable, QuantizedRows, ACTIVATION_BLOCK,
+    quantize_activations_portable, ActivationBlock, QuantizedRows, ACTIVATION_BLOCK,
 };
 pub use linear_rows::{linear_rows, linear_rows_portable};
 pub use qlinear::{qlinear, qlinear_portable};

@@ -53,6 +53,10 @@ impl WeightRows for F32Rows<'_> {
     fn prefetch_in_kernel(&self) -> bool {
         true
     }
+
+    fn bytes_per_row(&self) -> usize {
+        self.k * std::mem::size_of::<f32>()
+    }
 }
 
 /// The portable path of [`linear_rows`], whatever the CPU: the reference the SIMD kernel must
@@ -67,7 +71,7 @@ pub fn linear_rows_portable(
 }
 
 /// Writes `x · Wᵀ` into `out`: `x` holds `r` rows of `k` values, `w` holds `n` rows of `k`
-/// values, `out` receives `r` rows of `n` values (all row-major). Runs on rayon's pool.
+/// values, `out` receives `r` rows of `n` values (all row-major). Runs on [`crate::pool`].
 pub fn linear_rows(x: &[f32], w: &[f32], k: usize, out: &mut [f32]) -> Result<(), KernelError> {
     run(x, w, k, out, simd_available())
 }

@@ -10,8 +10,8 @@ use std::ops::Range;
 use crate::cpu::simd_available;
 use crate::dequant::{dequantize_unchecked, prefetch};
 use crate::error::KernelError;
-use crate::fused;
-use crate::product::{check_shapes, multiply, WeightRows};
+use crate::fused::{self, Fused};
+use crate::product::{check_shapes, run_parts, with_packed, Part, Tiled, WeightRows};
 use crate::quant_matrix::QuantMatrix;
 
 impl WeightRows for QuantMatrix {
@@ -54,10 +54,14 @@ impl WeightRows for QuantMatrix {
     fn prefetch_in_kernel(&self) -> bool {
         false
     }
+
+    fn bytes_per_row(&self) -> usize {
+        self.row_bytes()
+    }
 }
 
 /// Writes `x · Wᵀ` into `out`: `x` holds `r` rows of `w.cols()` values, `out` receives `r` rows
-/// of `w.rows()` values (row-major). Runs on rayon's pool.
+/// of `w.rows()` values (row-major). Runs on [`crate::pool`].
 pub fn qlinear(x: &[f32], w: &QuantMatrix, out: &mut [f32]) -> Result<(), KernelError> {
     run(x, w, out, simd_available())
 }
@@ -69,10 +73,75 @@ pub fn qlinear_portable(x: &[f32], w: &QuantMatrix, out: &mut [f32]) -> Result<(
 
 fn run(x: &[f32], w: &QuantMatrix, out: &mut [f32], simd: bool) -> Result<(), KernelError> {
     let rows = check_shapes(x, w.cols(), w.rows(), out)?;
-    if fused::applies(w, rows, simd) {
-        fused::multiply(x, w, out);
-    } else {
-        multiply(x, w, out, simd);
-    }
+    multiply_each(x, rows, &mut [(w, out)], simd);
     Ok(())
+}
+
+/// Writes `x · Wᵀ` into `out` for every (matrix, output) pair, in one dispatch (shapes checked:
+/// `x` holds `rows` rows of every matrix's `cols()` values, each `out` `rows` rows of its
+/// matrix's `rows()` values).
+pub(crate) fn multiply_each(
+    x: &[f32],
+    rows: usize,
+    products: &mut [(&QuantMatrix, &mut [f32])],
+    simd: bool,
+) {
+    let Some(k) = products.first().map(|(w, _)| w.cols()) else {
+        return;
+    };
+    let pack = simd && products.iter().any(|(w, _)| !fused::applies(w, rows, simd));
+    with_packed(x, k, pack, |packed| {
+        let parts: Vec<QuantPart<'_>> = products
+            .iter_mut()
+            .map(|(w, out)| QuantPart::new(x, packed, w, out, rows, simd))
+            .collect();
+        let parts: Vec<&dyn Part> = parts.iter().map(|p| p as &dyn Part).collect();
+        run_parts(&parts);
+    });
+}
+
+/// One matrix's part of a call: registers-only for one or two rows of block-quantized weights
+/// ([`crate::fused`]), tiled over dequantized passes otherwise.
+enum QuantPart<'a> {
+    Fused(Fused<'a>),
+    Tiled(Tiled<'a, QuantMatrix>),
+}
+
+impl<'a> QuantPart<'a> {
+    fn new(
+        x: &'a [f32],
+        packed: &'a [f32],
+        w: &'a QuantMatrix,
+        out: &'a mut [f32],
+        rows: usize,
+        simd: bool,
+    ) -> Self {
+        if fused::applies(w, rows, simd) {
+            QuantPart::Fused(Fused::new(x, w, out))
+        } else {
+            QuantPart::Tiled(Tiled::new(x, packed, w, out, simd))
+        }
+    }
+
+    fn part(&self) -> &dyn Part {
+        match self {
+            QuantPart::Fused(p) => p,
+            QuantPart::Tiled(p) => p,
+        }
+    }
+}
+
+impl Part for QuantPart<'_> {
+    fn tasks(&self) -> usize {
+        self.part().tasks()
+    }
+
+    fn work(&self) -> usize {
+        self.part().work()
+    }
+
+    unsafe fn run(&self, task: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.part().run(task) }
+    }
 }

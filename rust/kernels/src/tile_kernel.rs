@@ -195,7 +195,7 @@ pub(crate) fn pack_inputs(x: &[f32], k: usize, out: &mut Vec<f32>) {
 }
 
 /// (l0+l4, l1+l5, l2+l6, l3+l7) -> (q0+q2, q1+q3) -> r0+r1: the AVX2 reduction's order.
-fn reduce_lanes(l: Lanes) -> f32 {
+pub(crate) fn reduce_lanes(l: Lanes) -> f32 {
     let q = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
     let h = [q[0] + q[2], q[1] + q[3]];
     h[0] + h[1]

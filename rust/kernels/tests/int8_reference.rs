@@ -165,8 +165,8 @@ fn reference_output(ty: GgmlType, row: &[u8], x: &[f32]) -> f32 {
             .sum();
         acc = (d * dx).mul_add(main as f32, acc);
         if matches!(ty, GgmlType::Q4K | GgmlType::Q5K) {
-            let mins = vals[0].min * q.iter().map(|&q| i64::from(q)).sum::<i64>();
-            acc = (-(dmin * dx)).mul_add(mins as f32, acc);
+            let sum = q.iter().map(|&q| i64::from(q)).sum::<i64>();
+            acc = (-(dmin * vals[0].min as f32)).mul_add(dx * sum as f32, acc);
         }
     }
     acc

@@ -34,6 +34,7 @@ pub fn default_settings(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     drafter.set_item("corpus_candidates", d.corpus_candidates)?;
     drafter.set_item("context_min_ngram", d.context_min_ngram)?;
     drafter.set_item("context_max_ngram", d.context_max_ngram)?;
+    drafter.set_item("corpus_max_occurrences", d.corpus_max_occurrences)?;
 
     let all = PyDict::new(py);
     all.set_item("ContextStore", context)?;

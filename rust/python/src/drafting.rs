@@ -21,7 +21,7 @@ use crate::stores::{PyCorpusIndex, PyModelStore};
 /// Drafts from the context, model and corpus stores into one prefix tree under a node budget.
 #[pyclass(frozen, name = "HierarchicalDrafter", module = "hierdraft._core")]
 pub struct PyHierarchicalDrafter {
-    inner: HierarchicalDrafter,
+    pub(crate) inner: HierarchicalDrafter,
     model_store: Option<Py<PyModelStore>>,
     corpus_index: Option<Py<PyCorpusIndex>>,
 }
@@ -41,6 +41,7 @@ impl PyHierarchicalDrafter {
         corpus_candidates = None,
         context_min_ngram = None,
         context_max_ngram = None,
+        corpus_max_occurrences = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -54,6 +55,7 @@ impl PyHierarchicalDrafter {
         corpus_candidates: Option<i64>,
         context_min_ngram: Option<i64>,
         context_max_ngram: Option<i64>,
+        corpus_max_occurrences: Option<i64>,
     ) -> PyResult<Self> {
         let default = DrafterConfig::default();
         let order = match order {
@@ -93,6 +95,10 @@ impl PyHierarchicalDrafter {
                 context_max_ngram,
                 default.context_max_ngram,
             )?,
+            corpus_max_occurrences: match corpus_max_occurrences {
+                Some(v) => Some(convert::count("corpus_max_occurrences", v)?),
+                None => default.corpus_max_occurrences,
+            },
         };
         let model = model_store.as_ref().map(|m| m.get().inner.clone());
         let corpus = corpus_index.as_ref().map(|c| c.get().inner.clone());
@@ -228,6 +234,12 @@ impl PyHierarchicalDrafter {
     #[getter]
     fn context_max_ngram(&self) -> usize {
         self.inner.config().context_max_ngram
+    }
+
+    /// Most corpus occurrences a corpus lookup reads (None: the index's own cap).
+    #[getter]
+    fn corpus_max_occurrences(&self) -> Option<usize> {
+        self.inner.config().corpus_max_occurrences
     }
 
     /// The vocabulary size known by the stores (the smallest when both know one).

@@ -6,6 +6,7 @@
 
 use pyo3::prelude::*;
 
+mod attention;
 mod convert;
 mod defaults;
 mod drafting;
@@ -14,6 +15,7 @@ mod gguf;
 mod kernels;
 mod norm;
 mod quant;
+mod session_table;
 mod stores;
 
 #[pymodule]
@@ -24,10 +26,12 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<drafting::PyHierarchicalDrafter>()?;
     m.add_class::<drafting::PyDraftSession>()?;
     m.add_class::<drafting::PyDraftTree>()?;
+    m.add_class::<session_table::PySessionTable>()?;
     m.add_function(wrap_pyfunction!(defaults::default_settings, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::linear_rows, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::kernels_use_simd, m)?)?;
     m.add_function(wrap_pyfunction!(norm::rms_norm, m)?)?;
+    m.add_function(wrap_pyfunction!(attention::attention, m)?)?;
     m.add_class::<quant::PyQuantTensor>()?;
     m.add_class::<gguf::PyGgufFile>()?;
     m.add_class::<gguf::PyGgufTensorInfo>()?;

@@ -1,6 +1,6 @@
-//! Input rows quantized to int8 per block of 32 values ([`QuantizedRows`]), by the rule of the
-//! int8 mode (see [`crate::int8`]): the scalar rule lives here and is the reference the AVX2
-//! quantizer matches bit for bit.
+//! Input rows quantized to int8 per block of 32 values ([`QuantizedRows`] of
+//! [`ActivationBlock`]s), by the rule of the int8 mode (see [`crate::int8`]): the scalar rule
+//! lives here and is the reference the AVX2 quantizer matches bit for bit.
 
 use rayon::prelude::*;
 
@@ -10,20 +10,84 @@ use crate::error::KernelError;
 pub const ACTIVATION_BLOCK: usize = 32;
 /// The largest quantized magnitude.
 const QMAX: f32 = 127.0;
-/// Values quantized per rayon task at least: below this the rows are quantized on one thread.
-const MIN_PARALLEL_VALUES: usize = 1 << 15;
+/// Blocks quantized per rayon task at least: below this the rows are quantized on one thread.
+const MIN_PARALLEL_BLOCKS: usize = 1 << 10;
 
-/// `rows` input rows of `k` values (a multiple of 32), quantized: row `r`, block `t` has the 32
-/// values `q[(r * blocks + t) * 32 ..]`, the scale `d[r * blocks + t]` and the half sums
-/// `halves[r * blocks + t]` (`X_lo` in the low 16 bits, `X_hi` in the high 16 bits, as two
-/// little-endian i16: the layout the AVX2 kernel broadcasts).
-#[derive(Debug, Clone, PartialEq)]
+/// One quantized block of 32 input values and what the kernels need of it, in one record (so
+/// that a kernel follows one pointer per input row).
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(16))]
+pub struct ActivationBlock {
+    q: [i8; ACTIVATION_BLOCK],
+    d: f32,
+    /// `X_lo` (low 16 bits) and `X_hi` (high 16 bits) as two little-endian i16: the layout the
+    /// AVX2 kernel broadcasts.
+    halves: i32,
+    sum: i32,
+    scaled_sum: f32,
+}
+
+impl ActivationBlock {
+    const ZERO: ActivationBlock = ActivationBlock {
+        q: [0; ACTIVATION_BLOCK],
+        d: 0.0,
+        halves: 0,
+        sum: 0,
+        scaled_sum: 0.0,
+    };
+
+    /// A block of values `q` with scale `d`; the sums are derived from them.
+    pub(crate) fn new(q: [i8; ACTIVATION_BLOCK], d: f32) -> Self {
+        let half = |r: &[i8]| r.iter().map(|&v| i32::from(v)).sum::<i32>();
+        let (lo, hi) = (half(&q[..16]), half(&q[16..]));
+        // |X| <= 32 * 127: exact in f32, and `d * X` is one rounded product.
+        let sum = lo + hi;
+        ActivationBlock {
+            q,
+            d,
+            halves: pack_halves(lo, hi),
+            sum,
+            scaled_sum: d * sum as f32,
+        }
+    }
+
+    /// The quantized values `q_i`.
+    pub fn values(&self) -> &[i8; ACTIVATION_BLOCK] {
+        &self.q
+    }
+
+    /// The scale `d` (NaN for a block with a non-finite value).
+    pub fn scale(&self) -> f32 {
+        self.d
+    }
+
+    /// `(X_lo, X_hi)`: the sums of the first and the last 16 values.
+    pub fn halves(&self) -> (i32, i32) {
+        (i32::from(self.halves as i16), self.halves >> 16)
+    }
+
+    /// The half sums as packed (for the AVX2 kernel's broadcast).
+    pub(crate) fn packed_halves(&self) -> i32 {
+        self.halves
+    }
+
+    /// `X = Σ q_i`.
+    pub fn sum(&self) -> i32 {
+        self.sum
+    }
+
+    /// `d * X` (an f32 product): the factor of the K-quants' min term.
+    pub fn scaled_sum(&self) -> f32 {
+        self.scaled_sum
+    }
+}
+
+/// `rows` input rows of `k` values (a multiple of 32), quantized block by block.
+#[derive(Debug, Clone)]
 pub struct QuantizedRows {
     k: usize,
     rows: usize,
-    q: Vec<i8>,
-    d: Vec<f32>,
-    halves: Vec<i32>,
+    blocks: Vec<ActivationBlock>,
 }
 
 impl QuantizedRows {
@@ -42,35 +106,16 @@ impl QuantizedRows {
         self.k / ACTIVATION_BLOCK
     }
 
-    /// The quantized values of row `r` (`k` values).
-    pub fn values(&self, r: usize) -> &[i8] {
-        &self.q[r * self.k..(r + 1) * self.k]
-    }
-
-    /// The block scales of row `r`.
-    pub fn scales(&self, r: usize) -> &[f32] {
-        &self.d[r * self.blocks()..(r + 1) * self.blocks()]
-    }
-
-    /// The packed half sums of row `r`'s blocks.
-    pub fn packed_halves(&self, r: usize) -> &[i32] {
-        &self.halves[r * self.blocks()..(r + 1) * self.blocks()]
-    }
-
-    /// `(X_lo, X_hi)` of block `t` of row `r`.
-    pub fn halves(&self, r: usize, t: usize) -> (i32, i32) {
-        unpack_halves(self.packed_halves(r)[t])
+    /// The blocks of row `r`.
+    pub fn row(&self, r: usize) -> &[ActivationBlock] {
+        &self.blocks[r * self.blocks()..(r + 1) * self.blocks()]
     }
 }
 
 /// The half sums packed as two little-endian i16 in one i32.
-pub(crate) fn pack_halves(lo: i32, hi: i32) -> i32 {
+fn pack_halves(lo: i32, hi: i32) -> i32 {
     // |X| <= 16 * 127 fits an i16: the truncating casts are exact.
     (i32::from(hi as i16) << 16) | i32::from(lo as i16 as u16)
-}
-
-fn unpack_halves(packed: i32) -> (i32, i32) {
-    (i32::from(packed as i16), packed >> 16)
 }
 
 /// How one block is quantized.
@@ -117,21 +162,15 @@ pub(crate) fn quantize(x: &[f32], k: usize, simd: bool) -> Result<QuantizedRows,
     if !x.len().is_multiple_of(k) {
         return Err(KernelError::InputShape { len: x.len(), k });
     }
-    let blocks = x.len() / ACTIVATION_BLOCK;
-    let mut out = QuantizedRows {
+    let mut blocks = vec![ActivationBlock::ZERO; x.len() / ACTIVATION_BLOCK];
+    x.par_chunks(MIN_PARALLEL_BLOCKS * ACTIVATION_BLOCK)
+        .zip(blocks.par_chunks_mut(MIN_PARALLEL_BLOCKS))
+        .for_each(|(x, out)| quantize_blocks(x, out, simd));
+    Ok(QuantizedRows {
         k,
         rows: x.len() / k,
-        q: vec![0; x.len()],
-        d: vec![0.0; blocks],
-        halves: vec![0; blocks],
-    };
-    let per_task = (MIN_PARALLEL_VALUES / ACTIVATION_BLOCK).max(1);
-    x.par_chunks(per_task * ACTIVATION_BLOCK)
-        .zip(out.q.par_chunks_mut(per_task * ACTIVATION_BLOCK))
-        .zip(out.d.par_chunks_mut(per_task))
-        .zip(out.halves.par_chunks_mut(per_task))
-        .for_each(|(((x, q), d), h)| quantize_blocks(x, q, d, h, simd));
-    Ok(out)
+        blocks,
+    })
 }
 
 /// Quantizes input rows of `k` values (a multiple of 32) by the int8 mode's rule (AVX2 where
@@ -145,44 +184,40 @@ pub fn quantize_activations_portable(x: &[f32], k: usize) -> Result<QuantizedRow
     quantize(x, k, false)
 }
 
-/// Quantizes whole blocks: `x` and `q` hold `d.len()` blocks of 32 values.
-fn quantize_blocks(x: &[f32], q: &mut [i8], d: &mut [f32], halves: &mut [i32], simd: bool) {
+/// Quantizes whole blocks: `x` holds `out.len()` blocks of 32 values.
+fn quantize_blocks(x: &[f32], out: &mut [ActivationBlock], simd: bool) {
     #[cfg(target_arch = "x86_64")]
     if simd {
         // SAFETY: `simd` is only true on CPUs with AVX2 (the caller's contract); the slices hold
         // matching numbers of blocks.
-        unsafe { super::activations_avx2::quantize_blocks(x, q, d, halves) };
+        unsafe { super::activations_avx2::quantize_blocks(x, out) };
         return;
     }
     let _ = simd;
-    let blocks = x
-        .chunks_exact(ACTIVATION_BLOCK)
-        .zip(q.chunks_exact_mut(ACTIVATION_BLOCK));
-    for (((x, q), d), h) in blocks.zip(d.iter_mut()).zip(halves.iter_mut()) {
-        (*d, *h) = quantize_block(x, q);
+    for (x, out) in x.chunks_exact(ACTIVATION_BLOCK).zip(out) {
+        *out = quantize_block(x);
     }
 }
 
-/// The scalar rule for one block: writes its 32 values, returns its scale and packed halves.
-fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+/// The scalar rule for one block of 32 values.
+fn quantize_block(x: &[f32]) -> ActivationBlock {
     let amax_bits = x
         .iter()
         .map(|v| v.to_bits() & 0x7fff_ffff)
         .max()
         .unwrap_or(0);
-    let (d, id) = match BlockScale::from_amax_bits(amax_bits) {
-        BlockScale::Scaled { d, inv } => (d, inv),
-        BlockScale::Zero { d } => {
-            q.fill(0);
-            return (d, 0);
+    let mut q = [0i8; ACTIVATION_BLOCK];
+    match BlockScale::from_amax_bits(amax_bits) {
+        BlockScale::Zero { d } => ActivationBlock::new(q, d),
+        BlockScale::Scaled { d, inv } => {
+            for (q, &v) in q.iter_mut().zip(x) {
+                // f32::round rounds half away from zero; the product is finite (|v| <= a and
+                // 1/d is finite).
+                *q = (v * inv).round().clamp(-QMAX, QMAX) as i8;
+            }
+            ActivationBlock::new(q, d)
         }
-    };
-    for (q, &v) in q.iter_mut().zip(x) {
-        // f32::round rounds half away from zero; the product is finite (|v| <= a, 1/d finite).
-        *q = (v * id).round().clamp(-QMAX, QMAX) as i8;
     }
-    let half = |r: &[i8]| r.iter().map(|&v| i32::from(v)).sum::<i32>();
-    (d, pack_halves(half(&q[..16]), half(&q[16..])))
 }
 
 #[cfg(test)]
@@ -192,7 +227,11 @@ mod tests {
     #[test]
     fn halves_round_trip() {
         for (lo, hi) in [(0, 0), (-2032, 2032), (2032, -2032), (-1, 1), (7, -9)] {
-            assert_eq!(unpack_halves(pack_halves(lo, hi)), (lo, hi));
+            let b = ActivationBlock {
+                halves: pack_halves(lo, hi),
+                ..ActivationBlock::ZERO
+            };
+            assert_eq!(b.halves(), (lo, hi));
         }
     }
 
@@ -203,15 +242,17 @@ mod tests {
         x[1] = -63.5; // a tie: away from zero
         x[2] = 0.49;
         x[31] = -127.0;
-        let mut q = [0i8; 32];
-        let (d, h) = quantize_block(&x, &mut q);
-        assert_eq!(d, 1.0);
+        let b = quantize_block(&x);
+        assert_eq!(b.scale(), 1.0);
+        let q = b.values();
         assert_eq!((q[0], q[1], q[2], q[31]), (127, -64, 0, -127));
-        assert_eq!(unpack_halves(h), (127 - 64, -127));
+        assert_eq!(b.halves(), (127 - 64, -127));
+        assert_eq!((b.sum(), b.scaled_sum()), (-64, -64.0));
         x[5] = f32::NAN;
-        assert!(quantize_block(&x, &mut q).0.is_nan());
-        assert!(q.iter().all(|&v| v == 0));
-        let tiny = [f32::from_bits(1); 32];
-        assert_eq!(quantize_block(&tiny, &mut q), (0.0, 0));
+        let b = quantize_block(&x);
+        assert!(b.scale().is_nan() && b.scaled_sum().is_nan());
+        assert!(b.values().iter().all(|&v| v == 0));
+        let tiny = quantize_block(&[f32::from_bits(1); 32]);
+        assert_eq!((tiny.scale(), tiny.sum()), (0.0, 0));
     }
 }

@@ -6,45 +6,36 @@
 
 use std::arch::x86_64::*;
 
-use super::activations::{pack_halves, BlockScale, ACTIVATION_BLOCK};
+use super::activations::{ActivationBlock, BlockScale, ACTIVATION_BLOCK};
 
-/// Quantizes `d.len()` blocks of 32 values from `x` into `q`, `d` and `halves`.
+/// Quantizes `out.len()` blocks of 32 values from `x`.
 ///
 /// # Safety
-/// The CPU must support AVX2. `x` and `q` must hold `d.len() * 32` values and `halves` `d.len()`.
+/// The CPU must support AVX2. `x` must hold `out.len() * 32` values.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn quantize_blocks(x: &[f32], q: &mut [i8], d: &mut [f32], halves: &mut [i32]) {
-    let blocks = d.len();
-    assert!(x.len() == blocks * ACTIVATION_BLOCK && q.len() == x.len() && halves.len() == blocks);
-    for t in 0..blocks {
+pub(super) unsafe fn quantize_blocks(x: &[f32], out: &mut [ActivationBlock]) {
+    assert_eq!(x.len(), out.len() * ACTIVATION_BLOCK);
+    for (t, out) in out.iter_mut().enumerate() {
         let src = x[t * ACTIVATION_BLOCK..].as_ptr();
         let mut v = [_mm256_setzero_ps(); 4];
         for (i, v) in v.iter_mut().enumerate() {
             // SAFETY: block t's 32 values lie inside `x` (assertion above).
             *v = unsafe { _mm256_loadu_ps(src.add(8 * i)) };
         }
-        let dst = q[t * ACTIVATION_BLOCK..].as_mut_ptr().cast::<__m256i>();
-        match BlockScale::from_amax_bits(amax_bits(v)) {
-            BlockScale::Zero { d: scale } => {
-                d[t] = scale;
-                halves[t] = 0;
-                // SAFETY: 32 bytes of block t inside `q`.
-                unsafe { _mm256_storeu_si256(dst, _mm256_setzero_si256()) };
-            }
-            BlockScale::Scaled { d: scale, inv } => {
+        let mut q = [0i8; ACTIVATION_BLOCK];
+        let d = match BlockScale::from_amax_bits(amax_bits(v)) {
+            BlockScale::Zero { d } => d,
+            BlockScale::Scaled { d, inv } => {
                 let mut ints = [_mm256_setzero_si256(); 4];
                 for (i, v) in ints.iter_mut().zip(v) {
                     *i = round_clamped(_mm256_mul_ps(v, _mm256_set1_ps(inv)));
                 }
-                d[t] = scale;
-                halves[t] = pack_halves(
-                    hsum(_mm256_add_epi32(ints[0], ints[1])),
-                    hsum(_mm256_add_epi32(ints[2], ints[3])),
-                );
-                // SAFETY: 32 bytes of block t inside `q`.
-                unsafe { _mm256_storeu_si256(dst, pack_bytes(ints)) };
+                // SAFETY: 32 writable bytes.
+                unsafe { _mm256_storeu_si256(q.as_mut_ptr().cast(), pack_bytes(ints)) };
+                d
             }
-        }
+        };
+        *out = ActivationBlock::new(q, d);
     }
 }
 
@@ -89,13 +80,4 @@ fn pack_bytes(ints: [__m256i; 4]) -> __m256i {
     let w23 = _mm256_packs_epi32(ints[2], ints[3]);
     let b = _mm256_packs_epi16(w01, w23);
     _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
-}
-
-/// Sum of 8 i32 lanes.
-#[target_feature(enable = "avx2,fma")]
-fn hsum(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-    _mm_cvtsi128_si32(s)
 }

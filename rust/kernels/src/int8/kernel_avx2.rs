@@ -17,12 +17,9 @@ use std::ops::Range;
 use crate::ggml_type::GgmlType;
 use crate::quant_matrix::QuantMatrix;
 
-use super::activations::{QuantizedRows, ACTIVATION_BLOCK};
+use super::activations::{ActivationBlock, QuantizedRows};
 use super::driver::{SharedOut, PANEL_ROWS};
 use super::panel_avx2::{Panels, GROUPS};
-
-/// Input rows per kernel call at most.
-const MAX_INPUTS: usize = 4;
 
 /// The kernel's formats (const parameters of the kernel).
 const Q8_0: u8 = 0;
@@ -44,12 +41,13 @@ const fn run_len(f: u8) -> usize {
     }
 }
 
-/// One quantized input row.
-#[derive(Clone, Copy)]
-struct Input {
-    q: *const i8,
-    d: *const f32,
-    halves: *const i32,
+/// Input rows per kernel call at most for format `f`: as many as keep the accumulators (and,
+/// where the 16-bit sums are flushed more than once per block, the 32-bit sums) in registers.
+const fn max_inputs(f: u8) -> usize {
+    match f {
+        Q4_0 | Q4K => 4,
+        _ => 4,
+    }
 }
 
 /// Multiplies the chunk `rows` of `w` with every input row: builds the chunk's panels during
@@ -139,7 +137,7 @@ unsafe fn panel_rows<const F: u8>(
 ) {
     let mut r = inputs.start;
     while r < inputs.end {
-        let group = (inputs.end - r).min(MAX_INPUTS);
+        let group = (inputs.end - r).min(max_inputs(F));
         // SAFETY: forwarded; rows r .. r + group are input rows.
         unsafe {
             match group {
@@ -165,17 +163,9 @@ unsafe fn input_group<const F: u8, const NX: usize>(
     first: usize,
     target: Target,
 ) {
-    let mut inputs = [Input {
-        q: std::ptr::null(),
-        d: std::ptr::null(),
-        halves: std::ptr::null(),
-    }; NX];
+    let mut inputs = [std::ptr::null(); NX];
     for (b, input) in inputs.iter_mut().enumerate() {
-        *input = Input {
-            q: x.values(first + b).as_ptr(),
-            d: x.scales(first + b).as_ptr(),
-            halves: x.packed_halves(first + b).as_ptr(),
-        };
+        *input = x.row(first + b).as_ptr();
     }
     // SAFETY: the panel holds `blocks` blocks of values and factors; each input row holds
     // `blocks` activation blocks.
@@ -216,14 +206,91 @@ unsafe fn load(p: *const __m256i, i: usize) -> __m256i {
     unsafe { _mm256_loadu_si256(p.add(i)) }
 }
 
-/// The 4 activation bytes at `at`, in every 32-bit lane.
+/// The 4 activation values `4g .. 4g + 4` of a block, in every 32-bit lane.
 ///
 /// # Safety
-/// 4 readable bytes at `at`.
+/// `block` must point to an activation block; `g < 8`.
 #[inline(always)]
-unsafe fn broadcast4(at: *const i8) -> __m256i {
-    // SAFETY: the caller's contract.
-    _mm256_set1_epi32(unsafe { at.cast::<i32>().read_unaligned() })
+unsafe fn broadcast_values(block: *const ActivationBlock, g: usize) -> __m256i {
+    // SAFETY: the caller's contract; the values are the block's first 32 bytes.
+    _mm256_set1_epi32(unsafe { block.cast::<i32>().add(g).read_unaligned() })
+}
+
+/// The exact integer sums of one activation block for `NX` input rows: lane `a` of result `b`
+/// is `I` (Q8_0, Q4_0, Q5_0, Q6_K) or `S` (Q4_K, Q5_K) of weight row `a` and input `b`.
+///
+/// # Safety
+/// As [`kernel`], for block `t` (`v` and `f` its value and factor vectors, `x[b]` the input
+/// rows' block `t`).
+#[inline(always)]
+unsafe fn block_sums<const F: u8, const NX: usize>(
+    v: *const __m256i,
+    f: *const __m256i,
+    x: &[*const ActivationBlock; NX],
+) -> [__m256i; NX] {
+    let run = run_len(F);
+    let ones = _mm256_set1_epi16(1);
+    // SAFETY (factor loads): block t's factors (contract).
+    let (scale_lo, scale_hi) = match F {
+        Q4K | Q5K => unsafe { (load(f, 2), load(f, 2)) },
+        Q6K => unsafe { (load(f, 1), load(f, 2)) },
+        _ => (ones, ones),
+    };
+    let mut ints = [_mm256_setzero_si256(); NX];
+    for r in 0..GROUPS / run {
+        let mut sums = [_mm256_setzero_si256(); NX];
+        for step in 0..run {
+            let g = r * run + step;
+            // SAFETY: group g of the block.
+            let w = unsafe { load(v, g) };
+            let magnitude = if F == Q8_0 { _mm256_sign_epi8(w, w) } else { w };
+            for (sum, &input) in sums.iter_mut().zip(x) {
+                // SAFETY: the input row's block t.
+                let xb = unsafe { broadcast_values(input, g) };
+                let xs = if F == Q8_0 {
+                    _mm256_sign_epi8(xb, w)
+                } else {
+                    xb
+                };
+                let product = _mm256_maddubs_epi16(magnitude, xs);
+                *sum = if step == 0 {
+                    product
+                } else {
+                    _mm256_add_epi16(*sum, product)
+                };
+            }
+        }
+        let scale = if r * run < GROUPS / 2 {
+            scale_lo
+        } else {
+            scale_hi
+        };
+        for (int, sum) in ints.iter_mut().zip(sums) {
+            let widened = _mm256_madd_epi16(sum, scale);
+            *int = if r == 0 {
+                widened
+            } else {
+                _mm256_add_epi32(*int, widened)
+            };
+        }
+    }
+    // the offsets of the unsigned values, taken off exactly
+    for (int, &input) in ints.iter_mut().zip(x) {
+        // SAFETY: the input row's block t.
+        let block = unsafe { &*input };
+        let sum = || _mm256_set1_epi32(block.sum());
+        *int = match F {
+            Q4_0 => _mm256_sub_epi32(*int, _mm256_slli_epi32::<3>(sum())),
+            Q5_0 => _mm256_sub_epi32(*int, _mm256_slli_epi32::<4>(sum())),
+            Q6K => {
+                let halves = _mm256_set1_epi32(block.packed_halves());
+                // SAFETY: block t's factors.
+                _mm256_sub_epi32(*int, _mm256_madd_epi16(halves, unsafe { load(f, 3) }))
+            }
+            _ => *int,
+        };
+    }
+    ints
 }
 
 /// The panel (values, factors; `blocks` blocks) times `NX` input rows: lane `a` of result `b`
@@ -238,70 +305,29 @@ unsafe fn kernel<const F: u8, const NX: usize>(
     factors: *const __m256i,
     factors_per_block: usize,
     blocks: usize,
-    x: [Input; NX],
+    mut x: [*const ActivationBlock; NX],
 ) -> [__m256; NX] {
-    let run = run_len(F);
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); NX];
-    for t in 0..blocks {
-        let v = values.wrapping_add(t * GROUPS);
-        let f = factors.wrapping_add(t * factors_per_block);
-        // SAFETY (factor loads): block t of the panel (contract).
-        let (scale_lo, scale_hi) = match F {
-            Q4K | Q5K => (unsafe { load(f, 2) }, unsafe { load(f, 2) }),
-            Q6K => (unsafe { load(f, 1) }, unsafe { load(f, 2) }),
-            _ => (ones, ones),
-        };
-        let mut ints = [_mm256_setzero_si256(); NX];
-        let mut g = 0;
-        while g < GROUPS {
-            let mut sums = [_mm256_setzero_si256(); NX];
-            for step in 0..run {
-                // SAFETY: group g + step of block t.
-                let w = unsafe { _mm256_loadu_si256(v.add(g + step)) };
-                let magnitude = if F == Q8_0 { _mm256_sign_epi8(w, w) } else { w };
-                for (sum, input) in sums.iter_mut().zip(&x) {
-                    // SAFETY: 4 values of block t of the input row.
-                    let xb =
-                        unsafe { broadcast4(input.q.add(t * ACTIVATION_BLOCK + 4 * (g + step))) };
-                    let xs = if F == Q8_0 {
-                        _mm256_sign_epi8(xb, w)
-                    } else {
-                        xb
-                    };
-                    let product = _mm256_maddubs_epi16(magnitude, xs);
-                    *sum = if step == 0 {
-                        product
-                    } else {
-                        _mm256_add_epi16(*sum, product)
-                    };
-                }
-            }
-            let scale = if g < GROUPS / 2 { scale_lo } else { scale_hi };
-            for (int, sum) in ints.iter_mut().zip(sums) {
-                *int = _mm256_add_epi32(*int, _mm256_madd_epi16(sum, scale));
-            }
-            g += run;
-        }
+    let (mut v, mut f) = (values, factors);
+    for _ in 0..blocks {
+        // SAFETY: the current block of the panel and of every input row (contract).
+        let ints = unsafe { block_sums::<F, NX>(v, f, &x) };
+        // SAFETY: the block's factors.
         let d = _mm256_castsi256_ps(unsafe { load(f, 0) });
-        for ((acc, int), input) in acc.iter_mut().zip(ints).zip(&x) {
-            // SAFETY: block t's scale and half sums of the input row.
-            let (dx, halves) = unsafe { (*input.d.add(t), *input.halves.add(t)) };
-            let dx = _mm256_set1_ps(dx);
-            let halves = _mm256_set1_epi32(halves);
-            let int = match F {
-                Q4_0 => _mm256_sub_epi32(int, _mm256_madd_epi16(halves, _mm256_set1_epi16(8))),
-                Q5_0 => _mm256_sub_epi32(int, _mm256_madd_epi16(halves, _mm256_set1_epi16(16))),
-                Q6K => _mm256_sub_epi32(int, _mm256_madd_epi16(halves, unsafe { load(f, 3) })),
-                _ => int,
-            };
+        for ((acc, int), input) in acc.iter_mut().zip(ints).zip(&mut x) {
+            // SAFETY: the input row's current block.
+            let block = unsafe { &**input };
+            let dx = _mm256_set1_ps(block.scale());
             *acc = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(int), *acc);
             if F == Q4K || F == Q5K {
-                let dmin = _mm256_castsi256_ps(unsafe { load(f, 1) });
-                let mins = _mm256_madd_epi16(halves, unsafe { load(f, 3) });
-                *acc = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(mins), *acc);
+                // SAFETY: the block's factors: -(Dmin * m) per lane.
+                let negative_min = _mm256_castsi256_ps(unsafe { load(f, 1) });
+                *acc = _mm256_fmadd_ps(negative_min, _mm256_set1_ps(block.scaled_sum()), *acc);
             }
+            *input = input.wrapping_add(1);
         }
+        v = v.wrapping_add(GROUPS);
+        f = f.wrapping_add(factors_per_block);
     }
     acc
 }

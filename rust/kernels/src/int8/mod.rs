@@ -17,8 +17,8 @@
 //! This is llama.cpp's reference `quantize_row_q8_0` rule (and gguf-py's Q8_0 quantizer) except
 //! that `d` stays an f32 (not rounded to f16), subnormal scales are flushed to zero (so `1 / d`
 //! is always finite), and non-finite blocks are defined. A row's quantization depends on that
-//! row only. Per block we also keep the two half sums `X_lo = Σ_{i<16} q_i` and
-//! `X_hi = Σ_{i≥16} q_i`.
+//! row only. Per block we also keep the sums `X_lo = Σ_{i<16} q_i`, `X_hi = Σ_{i≥16} q_i`,
+//! `X = X_lo + X_hi`, and the f32 product `d * X`.
 //!
 //! **Weights, per activation block.** Each format is read as integers for the 32 columns of one
 //! activation block `t` of a weight row, exactly as ggml / gguf-py decode them:
@@ -34,7 +34,7 @@
 //! The exact integer dot products are
 //! - Q8_0, Q4_0, Q5_0: `I = Σ_i v_i q_i`;
 //! - Q6_K: `I = s_{2t'} · Σ_{i<16} v_i q_i + s_{2t'+1} · Σ_{i≥16} v_i q_i`;
-//! - Q4_K, Q5_K: `S = sc · Σ_i v_i q_i` and `M = m · Σ_i q_i`.
+//! - Q4_K, Q5_K: `S = sc · Σ_i v_i q_i`.
 //!
 //! All of them stay below 2^24 in magnitude, so their conversion to f32 is exact; any way of
 //! computing them gives the same integer.
@@ -42,10 +42,10 @@
 //! **Output element.** With `acc = +0.0` and `d_x` the block's activation scale, for the blocks
 //! `t = 0, 1, ...` of the row in order:
 //! - Q8_0, Q4_0, Q5_0, Q6_K: `acc = fma(D * d_x, I, acc)`;
-//! - Q4_K, Q5_K: `acc = fma(D * d_x, S, acc)`, then `acc = fma(-(Dmin * d_x), M, acc)`;
+//! - Q4_K, Q5_K: `acc = fma(D * d_x, S, acc)`, then `acc = fma(-(Dmin * m), d_x * X, acc)`;
 //!
-//! where `D * d_x` and `Dmin * d_x` are f32 products (rounded), and `fma` is a fused
-//! multiply-add (one rounding). The output is the final `acc`.
+//! where `D * d_x`, `Dmin * m` (exact: an f16 value times a 6-bit integer) and `d_x * X` are f32
+//! products, and `fma` is a fused multiply-add (one rounding). The output is the final `acc`.
 //!
 //! Consequences: an output depends only on its input row and its weight row, never on the other
 //! rows of the call, the tiling or the threads; the AVX2 path and the portable path give the
@@ -72,7 +72,8 @@ use crate::qlinear::{qlinear, qlinear_portable};
 use crate::quant_matrix::QuantMatrix;
 
 pub use activations::{
-    quantize_activations, quantize_activations_portable, QuantizedRows, ACTIVATION_BLOCK,
+    quantize_activations, quantize_activations_portable, ActivationBlock, QuantizedRows,
+    ACTIVATION_BLOCK,
 };
 
 /// Writes `x · Wᵀ` into `out` in the int8 numeric mode (see the module docs): `x` holds `r` rows

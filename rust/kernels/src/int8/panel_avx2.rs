@@ -6,7 +6,7 @@
 //!   4 activation bytes meets all 8 rows in one `maddubs`;
 //! - the block's factor vectors ([`factors_per_block`]): `D` per lane as f32 first, then
 //!   per-format integer scales as i16 pairs (lane `a` = elements `2a`, `2a + 1`):
-//!   Q4_K / Q5_K `[D, Dmin, (sc, sc), (m, m)]`, Q6_K `[D, (s_lo, s_lo), (s_hi, s_hi),
+//!   Q4_K / Q5_K `[D, -(Dmin * m) as f32, (sc, sc)]`, Q6_K `[D, (s_lo, s_lo), (s_hi, s_hi),
 //!   (32 s_lo, 32 s_hi)]`, the others `[D]`.
 //!
 //! The values are those of [`super::weights`] (the offsets are applied by the kernel, exactly,
@@ -26,7 +26,8 @@ pub(crate) const GROUPS: usize = 8;
 /// Factor vectors per activation block for weights of type `ty`.
 pub(crate) fn factors_per_block(ty: GgmlType) -> usize {
     match ty {
-        GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => 4,
+        GgmlType::Q4K | GgmlType::Q5K => 3,
+        GgmlType::Q6K => 4,
         _ => 1,
     }
 }
@@ -88,6 +89,14 @@ impl Panels {
                 *row = w.row(first + a).as_ptr();
             }
         }
+        // the next panel's rows (contiguous bytes) are fetched while this one is built
+        let next = (first + PANEL_ROWS).min(w.rows())..(first + 2 * PANEL_ROWS).min(w.rows());
+        let next = &w.data()[next.start * w.row_bytes()..next.end * w.row_bytes()];
+        let units = match w.ty() {
+            GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => self.blocks / SUB_BLOCKS,
+            _ => self.blocks,
+        };
+        let mut ahead = Ahead::new(next, units);
         let start = p * self.blocks;
         let out = Out {
             values: self.values[start * GROUPS..(start + self.blocks) * GROUPS].as_mut_ptr(),
@@ -100,14 +109,45 @@ impl Panels {
         // zero row), which hold `blocks` activation blocks; `out` has room for the panel.
         unsafe {
             match w.ty() {
-                GgmlType::Q8_0 => q8_0(&rows, self.blocks, out),
-                GgmlType::Q4_0 => q4_0(&rows, self.blocks, out),
-                GgmlType::Q5_0 => q5_0(&rows, self.blocks, out),
-                GgmlType::Q4K => q4k_q5k(&rows, self.blocks / SUB_BLOCKS, false, out),
-                GgmlType::Q5K => q4k_q5k(&rows, self.blocks / SUB_BLOCKS, true, out),
-                GgmlType::Q6K => q6k(&rows, self.blocks / SUB_BLOCKS, out),
+                GgmlType::Q8_0 => q8_0(&rows, units, out, &mut ahead),
+                GgmlType::Q4_0 => q4_0(&rows, units, out, &mut ahead),
+                GgmlType::Q5_0 => q5_0(&rows, units, out, &mut ahead),
+                GgmlType::Q4K => q4k_q5k(&rows, units, false, out, &mut ahead),
+                GgmlType::Q5K => q4k_q5k(&rows, units, true, out, &mut ahead),
+                GgmlType::Q6K => q6k(&rows, units, out, &mut ahead),
                 GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {}
             }
+        }
+    }
+}
+
+/// Prefetches a byte range a slice at a time: one call of [`Ahead::step`] per unit of work
+/// (a block or a super-block of the panel being built) covers the range over `units` calls.
+struct Ahead {
+    next: *const u8,
+    end: *const u8,
+    per_step: usize,
+}
+
+impl Ahead {
+    const LINE: usize = 64;
+
+    fn new(bytes: &[u8], units: usize) -> Self {
+        let lines = bytes.len().div_ceil(Self::LINE);
+        Ahead {
+            next: bytes.as_ptr(),
+            end: bytes.as_ptr_range().end,
+            per_step: lines.div_ceil(units.max(1)) * Self::LINE,
+        }
+    }
+
+    #[inline(always)]
+    fn step(&mut self) {
+        let stop = self.next.wrapping_add(self.per_step).min(self.end);
+        while self.next < stop {
+            // SAFETY: a prefetch is a hint that never faults; the address is inside the range.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(self.next.cast()) };
+            self.next = self.next.wrapping_add(Self::LINE);
         }
     }
 }
@@ -278,8 +318,9 @@ fn pairs(lo: [i16; 8], hi: [i16; 8]) -> __m256i {
 /// # Safety
 /// As [`Panels::build`]: `blocks` Q8_0 blocks per row, room for them in `out`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0(rows: &Rows, blocks: usize, out: Out) {
+unsafe fn q8_0(rows: &Rows, blocks: usize, out: Out, ahead: &mut Ahead) {
     for t in 0..blocks {
+        ahead.step();
         let at = t * 34;
         // SAFETY (all): block t of every row lies in the row; t is a block of the panel.
         unsafe {
@@ -295,8 +336,9 @@ unsafe fn q8_0(rows: &Rows, blocks: usize, out: Out) {
 /// # Safety
 /// As [`q8_0`], for Q4_0 blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0(rows: &Rows, blocks: usize, out: Out) {
+unsafe fn q4_0(rows: &Rows, blocks: usize, out: Out, ahead: &mut Ahead) {
     for t in 0..blocks {
+        ahead.step();
         let at = t * 18;
         // SAFETY (all): block t of every row lies in the row; t is a block of the panel.
         unsafe {
@@ -314,8 +356,9 @@ unsafe fn q4_0(rows: &Rows, blocks: usize, out: Out) {
 /// # Safety
 /// As [`q8_0`], for Q5_0 blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0(rows: &Rows, blocks: usize, out: Out) {
+unsafe fn q5_0(rows: &Rows, blocks: usize, out: Out, ahead: &mut Ahead) {
     for t in 0..blocks {
+        ahead.step();
         let at = t * 22;
         let mut qh = [0i32; 8];
         for (h, row) in qh.iter_mut().zip(rows) {
@@ -389,9 +432,10 @@ fn q5_0_high_bits(qh: __m256i, g: usize) -> __m256i {
 /// # Safety
 /// As [`q8_0`], for `super_blocks` Q4_K (`high_bits` false) or Q5_K blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4k_q5k(rows: &Rows, super_blocks: usize, high_bits: bool, out: Out) {
+unsafe fn q4k_q5k(rows: &Rows, super_blocks: usize, high_bits: bool, out: Out, ahead: &mut Ahead) {
     let (size, qs_at) = if high_bits { (176, 48) } else { (144, 16) };
     for sb in 0..super_blocks {
+        ahead.step();
         let at = sb * size;
         let t0 = sb * SUB_BLOCKS;
         let mut sc = [[0i16; 8]; SUB_BLOCKS];
@@ -406,17 +450,24 @@ unsafe fn q4k_q5k(rows: &Rows, super_blocks: usize, high_bits: bool, out: Out) {
         }
         // SAFETY (all): super-block sb of every row lies in the row; its blocks are the panel's.
         unsafe {
-            let (d, dmin) = (f16_lanes(rows, at), f16_lanes(rows, at + 2));
+            let d = f16_lanes(rows, at);
+            let dmin = _mm256_castsi256_ps(f16_lanes(rows, at + 2));
             let qh = if high_bits {
                 transpose8(load32(rows, at + 16))
             } else {
                 [_mm256_setzero_si256(); 8]
             };
             for j in 0..SUB_BLOCKS {
+                let mut mins = [0i32; 8];
+                for (v, &m) in mins.iter_mut().zip(&m[j]) {
+                    *v = m.into();
+                }
+                let mins = _mm256_cvtepi32_ps(_mm256_loadu_si256(mins.as_ptr().cast()));
+                // -(Dmin * m): the product is exact, the negation too
+                let negative_min = _mm256_xor_ps(_mm256_mul_ps(dmin, mins), _mm256_set1_ps(-0.0));
                 out.factor(t0 + j, 0, d);
-                out.factor(t0 + j, 1, dmin);
+                out.factor(t0 + j, 1, _mm256_castps_si256(negative_min));
                 out.factor(t0 + j, 2, pairs(sc[j], sc[j]));
-                out.factor(t0 + j, 3, pairs(m[j], m[j]));
             }
             // sub-blocks 2c and 2c + 1: low and high nibbles of the same 32 bytes
             for c in 0..SUB_BLOCKS / 2 {
@@ -439,8 +490,9 @@ unsafe fn q4k_q5k(rows: &Rows, super_blocks: usize, high_bits: bool, out: Out) {
 /// # Safety
 /// As [`q8_0`], for `super_blocks` Q6_K blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k(rows: &Rows, super_blocks: usize, out: Out) {
+unsafe fn q6k(rows: &Rows, super_blocks: usize, out: Out, ahead: &mut Ahead) {
     for sb in 0..super_blocks {
+        ahead.step();
         let at = sb * 210;
         let t0 = sb * SUB_BLOCKS;
         // SAFETY (all): super-block sb of every row lies in the row; its blocks are the panel's.

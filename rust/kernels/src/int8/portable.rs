@@ -5,7 +5,7 @@
 use super::activations::{QuantizedRows, ACTIVATION_BLOCK};
 use super::weights::IntBlock;
 
-/// The exact integer `Σ v_i q_i` over the values `range` of a block.
+/// The exact integer `Σ v_i q_i`.
 fn dot(v: &[i8], q: &[i8]) -> i32 {
     v.iter()
         .zip(q)
@@ -16,19 +16,15 @@ fn dot(v: &[i8], q: &[i8]) -> i32 {
 /// One output element: weight row `w` (its blocks, in order) times input row `r` of `x`.
 /// `min_term` says whether the format has the min term (Q4_K / Q5_K).
 pub(crate) fn output(w: &[IntBlock], x: &QuantizedRows, r: usize, min_term: bool) -> f32 {
-    let (q, dx) = (x.values(r), x.scales(r));
     let mut acc = 0f32;
-    for (t, b) in w.iter().enumerate() {
-        let q = &q[t * ACTIVATION_BLOCK..(t + 1) * ACTIVATION_BLOCK];
-        let half = ACTIVATION_BLOCK / 2;
+    for (b, xb) in w.iter().zip(x.row(r)) {
+        let (q, half) = (xb.values(), ACTIVATION_BLOCK / 2);
         let i =
             b.scale_lo * dot(&b.v[..half], &q[..half]) + b.scale_hi * dot(&b.v[half..], &q[half..]);
         // |i| < 2^24 (module docs): the conversion is exact.
-        acc = (b.d * dx[t]).mul_add(i as f32, acc);
+        acc = (b.d * xb.scale()).mul_add(i as f32, acc);
         if min_term {
-            let (lo, hi) = x.halves(r, t);
-            let m = b.min * (lo + hi);
-            acc = (-(b.dmin * dx[t])).mul_add(m as f32, acc);
+            acc = (-(b.dmin * b.min as f32)).mul_add(xb.scaled_sum(), acc);
         }
     }
     acc

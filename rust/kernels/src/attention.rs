@@ -1,0 +1,418 @@
+//! Attention of a few query rows over a KV cache, with each row's result independent of the
+//! other rows, of how many keys the cache holds beyond the row's visible ones, and of where the
+//! keys lie in memory.
+//!
+//! PyTorch's attention kernels block their reductions by the shapes of the call (the number of
+//! query rows, the key length, the vector tail), so a query row's output can change in its last
+//! bits when the same row is scored in a tree step instead of a plain step. That breaks "drafted
+//! output equals plain decoding" at the rare argmax near a tie, the more often the more a
+//! downstream rounding amplifies it (the int8 numeric mode quantizes every activation).
+//!
+//! Order of one (head, query row) result, fixed so that AVX2 equals the portable path bit for bit:
+//! - score of key `j`: `dot(q, k_j)` in 8 lanes (lane `l` accumulates `q[l] k[l], q[l+8] k[l+8],
+//!   ...` with fused multiply-adds from 0), the lanes reduced as the linear kernels reduce them,
+//!   then the `dim % 8` tail added in order with fused multiply-adds; times `scaling`; with a
+//!   soft cap `c`, `tanh(s / c) * c`;
+//! - only visible keys take part, in increasing key order: `m` = their largest score,
+//!   `p_j = exp(s_j - m)` (the polynomial [`exp_nonpositive`], identical on every path),
+//!   `sum` = the `p_j` added one after the other;
+//! - `out[d]` = the `p_j * v_j[d]` accumulated one key after the other with fused multiply-adds
+//!   from 0, then divided by `sum`.
+//!
+//! A query row that sees no key gets zeros.
+
+use crate::cpu::simd_available;
+use crate::error::KernelError;
+use crate::pool;
+use crate::tile_kernel::{reduce_lanes, Lanes};
+
+const LANES: usize = 8;
+/// Multiply-adds below which a call runs on the calling thread alone (waking helpers costs more).
+const INLINE_WORK: usize = 1 << 18;
+
+/// Keys or values: `heads` blocks of `rows` rows of `dim` values, row `r` of head `h` starting at
+/// `data[h * head_stride + r * row_stride]` (a view of a larger cache buffer is fine).
+#[derive(Clone, Copy, Debug)]
+pub struct KvView<'a> {
+    pub data: &'a [f32],
+    pub head_stride: usize,
+    pub row_stride: usize,
+}
+
+/// The sizes of one attention call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionDims {
+    /// Query heads; a multiple of `kv_heads` (grouped-query attention shares a KV head).
+    pub heads: usize,
+    pub kv_heads: usize,
+    /// Query rows per head.
+    pub queries: usize,
+    /// Keys (and values) per KV head.
+    pub keys: usize,
+    /// Values per head row.
+    pub dim: usize,
+}
+
+/// Which keys each query row sees.
+#[derive(Clone, Copy, Debug)]
+pub enum Visibility<'a> {
+    /// `queries x keys` flags, row-major (true: the query sees the key).
+    Mask(&'a [bool]),
+    /// The query rows are the last `queries` positions of a causal sequence whose keys are the
+    /// `keys` positions before and including them: query `i` sees key `j` when
+    /// `j <= keys - queries + i`, and with a window `w` also when `keys - queries + i - j < w`.
+    Causal { window: Option<usize> },
+}
+
+/// How one call scores: `scaling` multiplies each dot product, `softcap` (if any) caps the result.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scoring {
+    pub scaling: f32,
+    pub softcap: Option<f32>,
+}
+
+/// Writes softmax(q kᵀ scaling) v for every head and query row into `out`.
+///
+/// `q` holds `heads x queries x dim` values (head-major), `out` `queries x heads x dim`
+/// (query-major: the layout a model's output projection takes).
+pub fn attention(
+    q: &[f32],
+    k: KvView<'_>,
+    v: KvView<'_>,
+    dims: AttentionDims,
+    visibility: Visibility<'_>,
+    scoring: Scoring,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    run(q, k, v, dims, visibility, scoring, out, simd_available())
+}
+
+/// The portable path of [`attention`], whatever the CPU (the reference of the tests).
+pub fn attention_portable(
+    q: &[f32],
+    k: KvView<'_>,
+    v: KvView<'_>,
+    dims: AttentionDims,
+    visibility: Visibility<'_>,
+    scoring: Scoring,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    run(q, k, v, dims, visibility, scoring, out, false)
+}
+
+fn bad(message: String) -> KernelError {
+    KernelError::Attention(message)
+}
+
+fn check_view(view: &KvView<'_>, dims: &AttentionDims, what: &str) -> Result<(), KernelError> {
+    if dims.keys == 0 {
+        return Ok(());
+    }
+    if view.row_stride < dims.dim {
+        return Err(bad(format!(
+            "{what} rows are {} values apart, fewer than the {} values of a row",
+            view.row_stride, dims.dim
+        )));
+    }
+    let last = (dims.kv_heads - 1)
+        .checked_mul(view.head_stride)
+        .and_then(|a| (dims.keys - 1).checked_mul(view.row_stride).map(|b| (a, b)))
+        .and_then(|(a, b)| a.checked_add(b))
+        .and_then(|s| s.checked_add(dims.dim));
+    match last {
+        Some(end) if end <= view.data.len() => Ok(()),
+        _ => Err(bad(format!(
+            "{what} ({} heads x {} rows x {} values, strides {} and {}) runs past its {} values",
+            dims.kv_heads,
+            dims.keys,
+            dims.dim,
+            view.head_stride,
+            view.row_stride,
+            view.data.len()
+        ))),
+    }
+}
+
+fn check(
+    q: &[f32],
+    k: &KvView<'_>,
+    v: &KvView<'_>,
+    dims: &AttentionDims,
+    visibility: &Visibility<'_>,
+    out: &[f32],
+) -> Result<(), KernelError> {
+    if dims.dim == 0 || dims.kv_heads == 0 || dims.heads == 0 {
+        return Err(bad(
+            "heads, KV heads and the head dimension must be at least 1".into(),
+        ));
+    }
+    if !dims.heads.is_multiple_of(dims.kv_heads) {
+        return Err(bad(format!(
+            "{} query heads cannot share {} KV heads evenly",
+            dims.heads, dims.kv_heads
+        )));
+    }
+    let rows = dims.heads * dims.queries * dims.dim;
+    if q.len() != rows {
+        return Err(bad(format!(
+            "q has {} values; {} heads x {} queries x {} need {rows}",
+            q.len(),
+            dims.heads,
+            dims.queries,
+            dims.dim
+        )));
+    }
+    if out.len() != rows {
+        return Err(bad(format!(
+            "out has {} values; the result has {rows}",
+            out.len()
+        )));
+    }
+    check_view(k, dims, "keys")?;
+    check_view(v, dims, "values")?;
+    if let Visibility::Mask(mask) = visibility {
+        if mask.len() != dims.queries * dims.keys {
+            return Err(bad(format!(
+                "the mask has {} flags; {} queries x {} keys need {}",
+                mask.len(),
+                dims.queries,
+                dims.keys,
+                dims.queries * dims.keys
+            )));
+        }
+    }
+    if let Visibility::Causal { .. } = visibility {
+        if dims.queries > dims.keys {
+            return Err(bad(format!(
+                "a causal call has {} queries but only {} keys (the queries' own keys are among them)",
+                dims.queries, dims.keys
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    q: &[f32],
+    k: KvView<'_>,
+    v: KvView<'_>,
+    dims: AttentionDims,
+    visibility: Visibility<'_>,
+    scoring: Scoring,
+    out: &mut [f32],
+    simd: bool,
+) -> Result<(), KernelError> {
+    check(q, &k, &v, &dims, &visibility, out)?;
+    let tasks = dims.heads * dims.queries;
+    let out_ptr = SharedOut(out.as_mut_ptr());
+    let job = Job {
+        q,
+        k,
+        v,
+        dims,
+        visibility,
+        scoring,
+        simd,
+    };
+    let task = |t: usize| {
+        let (h, i) = (t / dims.queries, t % dims.queries);
+        let start = (i * dims.heads + h) * dims.dim;
+        // SAFETY: `check` made `out` hold `queries x heads x dim` values; task t alone writes
+        // the `dim` values of (query i, head h), so no two tasks write the same values.
+        let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), dims.dim) };
+        job.row(h, i, dst);
+    };
+    let work = tasks * dims.keys * dims.dim;
+    if work < INLINE_WORK {
+        (0..tasks).for_each(task);
+    } else {
+        pool::for_each(tasks, &task);
+    }
+    Ok(())
+}
+
+/// The output pointer handed to the tasks (each writes its own disjoint part).
+struct SharedOut(*mut f32);
+// SAFETY: the tasks write disjoint ranges (see `run`), and the pool returns only after all did.
+unsafe impl Sync for SharedOut {}
+impl SharedOut {
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+struct Job<'a> {
+    q: &'a [f32],
+    k: KvView<'a>,
+    v: KvView<'a>,
+    dims: AttentionDims,
+    visibility: Visibility<'a>,
+    scoring: Scoring,
+    simd: bool,
+}
+
+impl<'a> Job<'a> {
+    fn sees(&self, i: usize, j: usize) -> bool {
+        let d = &self.dims;
+        match self.visibility {
+            Visibility::Mask(mask) => mask[i * d.keys + j],
+            Visibility::Causal { window } => {
+                let pos = d.keys - d.queries + i;
+                j <= pos && window.is_none_or(|w| pos - j < w)
+            }
+        }
+    }
+
+    /// The result of head `h`, query row `i` (see the module docs for the order).
+    fn row(&self, h: usize, i: usize, dst: &mut [f32]) {
+        let d = &self.dims;
+        let kvh = h / (d.heads / d.kv_heads);
+        let qrow = &self.q[(h * d.queries + i) * d.dim..][..d.dim];
+        let (k, v) = (self.k, self.v);
+        let row_of = |view: KvView<'a>, j: usize| -> &'a [f32] {
+            &view.data[kvh * view.head_stride + j * view.row_stride..][..d.dim]
+        };
+        let mut scores: Vec<(usize, f32)> = Vec::new();
+        for j in (0..d.keys).filter(|&j| self.sees(i, j)) {
+            let mut s = dot(qrow, row_of(k, j), self.simd) * self.scoring.scaling;
+            if let Some(cap) = self.scoring.softcap {
+                s = (s / cap).tanh() * cap;
+            }
+            scores.push((j, s));
+        }
+        dst.fill(0.0);
+        let Some(max) = scores.iter().map(|&(_, s)| s).reduce(f32::max) else {
+            return;
+        };
+        let mut sum = 0f32;
+        for &(j, s) in &scores {
+            let p = exp_nonpositive(s - max);
+            sum += p;
+            accumulate(dst, p, row_of(v, j), self.simd);
+        }
+        for x in dst.iter_mut() {
+            *x /= sum;
+        }
+    }
+}
+
+/// `dot(a, b)` in the module docs' order.
+fn dot(a: &[f32], b: &[f32], simd: bool) -> f32 {
+    let body = a.len() / LANES * LANES;
+    #[cfg(target_arch = "x86_64")]
+    let lanes = if simd {
+        // SAFETY: `simd` is only true when `simd_available()` found AVX2 and FMA.
+        unsafe { avx2::dot_lanes(&a[..body], &b[..body]) }
+    } else {
+        portable_dot_lanes(&a[..body], &b[..body])
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let lanes = {
+        let _ = simd;
+        portable_dot_lanes(&a[..body], &b[..body])
+    };
+    a[body..]
+        .iter()
+        .zip(&b[body..])
+        .fold(lanes, |s, (&x, &y)| x.mul_add(y, s))
+}
+
+fn portable_dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let mut l: Lanes = [0.0; LANES];
+    for (ca, cb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        for j in 0..LANES {
+            l[j] = ca[j].mul_add(cb[j], l[j]);
+        }
+    }
+    reduce_lanes(l)
+}
+
+/// `acc[d] = p * v[d] + acc[d]` (fused), for every `d`.
+fn accumulate(acc: &mut [f32], p: f32, v: &[f32], simd: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is only true when `simd_available()` found AVX2 and FMA.
+        unsafe { avx2::accumulate(acc, p, v) };
+        return;
+    }
+    let _ = simd;
+    for (a, &x) in acc.iter_mut().zip(v) {
+        *a = p.mul_add(x, *a);
+    }
+}
+
+/// `e^x` for `x <= 0` (0 below the smallest normal result), from float32 operations alone so that
+/// every path and machine gives the same bits: `x = n ln2 + r` with `n` the nearest integer to
+/// `x / ln2` (ln2 split in two parts for an exact reduction), `e^r` by its degree-7 Taylor
+/// polynomial (|r| <= ln2 / 2, error below one unit in the last place), times `2^n`.
+pub fn exp_nonpositive(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const C: [f32; 8] = [
+        1.0,
+        1.0,
+        0.5,
+        1.0 / 6.0,
+        1.0 / 24.0,
+        1.0 / 120.0,
+        1.0 / 720.0,
+        1.0 / 5040.0,
+    ];
+    if x.is_nan() {
+        return x;
+    }
+    if x < -87.0 {
+        return 0.0;
+    }
+    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
+    let poly = C[..7].iter().rev().fold(C[7], |acc, &c| acc.mul_add(r, c));
+    // n is in [-126, 0] here, so 2^n is a normal float.
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    poly * scale
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::LANES;
+    use crate::tile_kernel::avx2::hsum;
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `a` and `b` hold the same multiple of 8 values.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for (ca, cb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+            // SAFETY: each chunk holds 8 values.
+            let (x, y) = unsafe { (_mm256_loadu_ps(ca.as_ptr()), _mm256_loadu_ps(cb.as_ptr())) };
+            acc = _mm256_fmadd_ps(x, y, acc);
+        }
+        hsum(acc)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `v` holds at least `acc.len()` values.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn accumulate(acc: &mut [f32], p: f32, v: &[f32]) {
+        let body = acc.len() / LANES * LANES;
+        let pv = _mm256_set1_ps(p);
+        for (ca, cv) in acc[..body]
+            .chunks_exact_mut(LANES)
+            .zip(v[..body].chunks_exact(LANES))
+        {
+            // SAFETY: each chunk holds 8 values.
+            unsafe {
+                let a = _mm256_loadu_ps(ca.as_ptr());
+                _mm256_storeu_ps(
+                    ca.as_mut_ptr(),
+                    _mm256_fmadd_ps(pv, _mm256_loadu_ps(cv.as_ptr()), a),
+                );
+            }
+        }
+        for (a, &x) in acc[body..].iter_mut().zip(&v[body..]) {
+            *a = p.mul_add(x, *a);
+        }
+    }
+}
