@@ -24,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from hierdraft.cpu_attention import kernel_attention
 from hierdraft.cpu_matmul import kernel_linears, kernel_threads
 from hierdraft.kv_cache import TreeKVCache
 from hierdraft.models import load_model
@@ -59,7 +60,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     print(f"model {type(model).__name__}, {'float32' if args.float else 'quantized'}, threads {args.threads}")
     print(f"{'context':>7} {'rows':>4} | {'body':>7} {'head 1':>7} {'head all':>8} | {'step':>7}  (ms)")
-    with torch.inference_mode(), kernel_threads(model), kernel_linears(model):
+    with torch.inference_mode(), kernel_threads(model), kernel_linears(model), kernel_attention(model):
         for context in args.contexts:
             cache = TreeKVCache(layout)
             prompt = rng.integers(100, vocab - 1, size=context).tolist()
