@@ -15,24 +15,12 @@ Run: .venv/bin/python scripts/bench_linear_rows.py [--model PATH_OR_NAME] [--rep
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 
 from hierdraft.cpu_matmul import FAST_KERNEL, kernel_linear, kernel_linears, kernel_threads
 from hierdraft.models import load_model
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+from timing import median_ms  # scripts/timing.py
 
 
 def main() -> None:

@@ -13,15 +13,13 @@ Run: .venv/bin/python scripts/bench_qlinear.py [--rows 1,4,16,64,128,512] [--rep
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from hierdraft import _core
 from hierdraft.models import default_gguf_path
+from timing import median_ms  # scripts/timing.py
 
 TENSORS = [
     "token_embd.weight",  # the tied LM head
@@ -33,16 +31,6 @@ TENSORS = [
     "blk.0.ffn_down.weight",
 ]
 HEAD_MAX_ROWS = 128  # the LM head only ever sees a draft tree's rows, never a whole prompt
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def main() -> None:

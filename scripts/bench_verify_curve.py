@@ -17,9 +17,6 @@ Run: .venv/bin/python scripts/bench_verify_curve.py [--contexts 200 1000] [--row
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -31,16 +28,7 @@ from hierdraft.models import load_model
 from hierdraft.tree_forward import apply_head
 from hierdraft.tree_mask import build_tree_inputs
 from hierdraft.tree_probe import check_tree_attention
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+from timing import median_ms  # scripts/timing.py
 
 
 def main() -> None:
