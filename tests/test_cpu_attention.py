@@ -101,7 +101,10 @@ def test_the_kernel_attends_only_within_hierdrafts_forwards():
     assert attends_with_kernel(model)
     with kernel_attention(model):
         inside = model.config._attn_implementation
-    assert inside == ATTENTION_NAME
+        with kernel_attention(model):  # nested (or another thread's) block
+            pass
+        still_inside = model.config._attn_implementation
+    assert inside == still_inside == ATTENTION_NAME
     assert model.config._attn_implementation == before
     calls = []
     original = hierdraft.cpu_attention._attention

@@ -18,6 +18,7 @@ chain) and switches the model's config to it within the block.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +35,9 @@ __all__ = ["ATTENTION_NAME", "kernel_attention", "kernel_attention_forward"]
 
 ATTENTION_NAME = "hierdraft_cpu"
 _REGISTERED = False
+_LOCK = threading.Lock()
+# id(config) -> [blocks inside, the implementation to restore], for the configs switched now.
+_ENTERED: dict[int, list[Any]] = {}
 
 
 def _visible(mask: torch.Tensor, queries: int, keys: int) -> torch.Tensor:
@@ -103,15 +107,28 @@ def attends_with_kernel(model: Any) -> bool:
 
 @contextlib.contextmanager
 def kernel_attention(model: Any) -> Iterator[None]:
-    """Within the block, the model attends with hierdraft's kernel (if it computes with the kernels)."""
+    """Within the block, the model attends with hierdraft's kernel (if it computes with the kernels).
+
+    Blocks may nest and may run in several threads at once over one model: the config switches
+    at the first entry and back at the last exit."""
     if not attends_with_kernel(model):
         yield
         return
     _register()
     config = model.config
-    previous = config._attn_implementation
-    config._attn_implementation = ATTENTION_NAME
+    with _LOCK:
+        entered = _ENTERED.get(id(config))
+        if entered is None:
+            _ENTERED[id(config)] = [1, config._attn_implementation]
+            config._attn_implementation = ATTENTION_NAME
+        else:
+            entered[0] += 1
     try:
         yield
     finally:
-        config._attn_implementation = previous
+        with _LOCK:
+            entered = _ENTERED[id(config)]
+            entered[0] -= 1
+            if entered[0] == 0:
+                config._attn_implementation = entered[1]
+                del _ENTERED[id(config)]
