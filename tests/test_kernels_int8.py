@@ -10,23 +10,23 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-import gguf
 import numpy as np
 import pytest
-from gguf import GGMLQuantizationType as GT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gguf_blocks import K_SCALE_OFFSETS
+from gguf_blocks import bits as _bits
+from gguf_blocks import block as _block
+from gguf_blocks import gguf_dequantize as _gguf_dequantize
+from gguf_blocks import quant_tensor as _tensor
+from gguf_blocks import quantize as _quantize
 from hierdraft import _core
 
 SIMPLE_TYPES = ["Q4_0", "Q5_0", "Q8_0"]
 K_TYPES = ["Q4_K", "Q5_K", "Q6_K"]
 BLOCK = 32
 EPS32 = 2.0**-24
-
-
-def _bits(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
 
 
 # --- float32 arithmetic with one rounding -------------------------------------------------------
@@ -112,7 +112,7 @@ class IntWeights:
 
     def __init__(self, raw: np.ndarray, qtype: str) -> None:
         rows = raw.shape[0]
-        values, size = gguf.GGML_QUANT_SIZES[GT[qtype]]
+        values, size = _block(qtype)
         b = raw.reshape(rows, -1, size).astype(np.int64)
         nb = b.shape[1]
         ones = np.ones((rows, nb, values), np.int64)
@@ -217,25 +217,17 @@ def exact_product(w: IntWeights, x: np.ndarray) -> np.ndarray:
 # --- data ----------------------------------------------------------------------------------------
 
 
-def _tensor(raw: np.ndarray, qtype: str) -> _core.QuantTensor:
-    values, size = gguf.GGML_QUANT_SIZES[GT[qtype]]
-    cols = raw.shape[1] // size * values
-    return _core.QuantTensor.from_bytes(qtype, np.ascontiguousarray(raw).reshape(-1), raw.shape[0], cols)
-
-
 def _gguf_quantized(rng: np.random.Generator, qtype: str, rows: int, cols: int) -> np.ndarray:
     data = (rng.standard_normal((rows, cols)) * rng.choice([1e-3, 1.0, 50.0], size=(rows, 1))).astype(np.float32)
     data[rng.random((rows, cols)) < 0.05] = 0.0
-    q = gguf.quants.quantize(data, GT[qtype])
-    return np.ascontiguousarray(q).view(np.uint8).reshape(rows, -1)
+    return _quantize(data, qtype)
 
 
 def _random_k_blocks(rng: np.random.Generator, qtype: str, rows: int, blocks: int) -> np.ndarray:
     """Random bytes with moderate finite f16 scales (exponent field 7..14, either sign)."""
-    size = gguf.GGML_QUANT_SIZES[GT[qtype]][1]
+    size = _block(qtype)[1]
     raw = rng.integers(0, 256, size=(rows, blocks, size), dtype=np.uint8)
-    scale_bytes = (208,) if qtype == "Q6_K" else (0, 2)
-    for at in scale_bytes:
+    for at in K_SCALE_OFFSETS[qtype]:
         exponent = (rng.integers(7, 15, (rows, blocks)) << 10).astype(np.uint16)
         bits = rng.integers(0, 1 << 16, size=(rows, blocks), dtype=np.uint16) & 0x83FF | exponent
         raw[:, :, at : at + 2] = bits.astype("<u2")[..., None].view(np.uint8).reshape(rows, blocks, 2)
@@ -278,7 +270,7 @@ def test_integer_form_dequantizes_like_gguf(qtype: str) -> None:
     the format's)."""
     rng = np.random.default_rng(1)
     raw = _random_k_blocks(rng, qtype, 9, 3) if qtype in K_TYPES else _gguf_quantized(rng, qtype, 9, 96)
-    want = gguf.quants.dequantize(raw, GT[qtype]).reshape(9, -1).astype(np.float32)
+    want = _gguf_dequantize(raw, qtype)
     assert np.array_equal(_bits(IntWeights(raw, qtype).dequantized_like_gguf()), _bits(want))
 
 
@@ -388,7 +380,7 @@ def test_a_row_does_not_depend_on_its_batch() -> None:
 def test_float_tensors_compute_as_linear(qtype: str) -> None:
     rng = np.random.default_rng(2)
     data = rng.standard_normal((11, 45)).astype(np.float32)
-    raw = np.ascontiguousarray(gguf.quants.quantize(data, GT[qtype])).view(np.uint8).reshape(11, -1)
+    raw = _quantize(data, qtype)
     t = _tensor(raw, qtype)
     x = rng.standard_normal((3, 45), dtype=np.float32)
     want = np.empty((3, 11), np.float32)

@@ -7,46 +7,23 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-import gguf
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as GT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gguf_blocks import K_SCALE_OFFSETS
+from gguf_blocks import bits as _bits
+from gguf_blocks import block as _block
+from gguf_blocks import gguf_dequantize as _gguf_dequantize
+from gguf_blocks import quant_tensor as _tensor
+from gguf_blocks import quantize as _quantize
 from hierdraft import _core
 
 SIMPLE_TYPES = ["F32", "F16", "BF16", "Q4_0", "Q5_0", "Q8_0"]
 K_TYPES = ["Q4_K", "Q5_K", "Q6_K"]
 # byte offsets of the f16 scales inside one block of each K type
-K_SCALE_OFFSETS = {"Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
-
-
-def _bits(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
-
-
-def _block(qtype: str) -> tuple[int, int]:
-    """(values, bytes) of one block."""
-    return gguf.GGML_QUANT_SIZES[GT[qtype]]
-
-
-def _quantize(data: np.ndarray, qtype: str) -> np.ndarray:
-    """`data` (rows, cols) float32 as GGUF bytes (rows, row_bytes), by the gguf package."""
-    q = gguf.quants.quantize(data, GT[qtype])
-    return np.ascontiguousarray(q).view(np.uint8).reshape(data.shape[0], -1)
-
-
-def _gguf_dequantize(raw: np.ndarray, qtype: str) -> np.ndarray:
-    """The gguf package's float32 values of GGUF bytes (rows, row_bytes)."""
-    out = gguf.quants.dequantize(np.ascontiguousarray(raw), GT[qtype])
-    return np.ascontiguousarray(out, dtype=np.float32).reshape(raw.shape[0], -1)
-
-
-def _tensor(raw: np.ndarray, qtype: str) -> _core.QuantTensor:
-    rows = raw.shape[0]
-    cols = raw.shape[1] // _block(qtype)[1] * _block(qtype)[0]
-    return _core.QuantTensor.from_bytes(qtype, raw.reshape(-1), rows, cols)
 
 
 def _assert_linear_matches(t: _core.QuantTensor, want: np.ndarray, x: np.ndarray) -> None:
