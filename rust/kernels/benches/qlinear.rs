@@ -12,7 +12,7 @@ mod support;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use hierdraft_kernels::{qlinear, GgmlType};
-use support::{inputs, matrix};
+use support::{inputs, matrix, BODY, HEAD};
 
 fn bench_shape(c: &mut Criterion, group: &str, ty: GgmlType, n: usize, k: usize, rows: &[usize]) {
     let w = matrix(ty, n, k);
@@ -36,19 +36,9 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     let decode = [1usize, 2, 4, 8, 16, 32, 64];
     let with_prefill = [1usize, 2, 4, 8, 16, 32, 64, 256];
-    bench_shape(&mut c, "head", GgmlType::Q8_0, 262_144, 640, &decode);
-    for (ty, n, k) in [
-        (GgmlType::Q5_0, 2048, 640),
-        (GgmlType::Q5_0, 1024, 640),
-        (GgmlType::Q8_0, 256, 640),
-        (GgmlType::Q4K, 640, 1024),
-        (GgmlType::Q6K, 640, 2048),
-        (GgmlType::Q4K, 640, 2048),
-        (GgmlType::Q4_0, 2048, 640),
-        (GgmlType::Q5K, 640, 2048),
-        (GgmlType::F16, 2048, 640),
-        (GgmlType::BF16, 2048, 640),
-    ] {
+    let (ty, n, k) = HEAD;
+    bench_shape(&mut c, "head", ty, n, k, &decode);
+    for (ty, n, k) in BODY {
         bench_shape(&mut c, "body", ty, n, k, &with_prefill);
     }
     c.final_summary();

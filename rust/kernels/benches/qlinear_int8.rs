@@ -13,8 +13,8 @@ use std::time::Duration;
 mod support;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use hierdraft_kernels::{qlinear, qlinear_int8, GgmlType, KernelError, QuantMatrix};
-use support::{inputs, matrix};
+use hierdraft_kernels::{has_int8_form, qlinear, qlinear_int8, GgmlType, KernelError, QuantMatrix};
+use support::{inputs, matrix, BODY, HEAD};
 
 type Kernel = fn(&[f32], &QuantMatrix, &mut [f32]) -> Result<(), KernelError>;
 
@@ -42,24 +42,10 @@ fn bench_shape(c: &mut Criterion, group: &str, ty: GgmlType, n: usize, k: usize,
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();
-    bench_shape(
-        &mut c,
-        "head",
-        GgmlType::Q8_0,
-        262_144,
-        640,
-        &[1, 2, 4, 8, 16, 32, 64],
-    );
-    for (ty, n, k) in [
-        (GgmlType::Q5_0, 2048, 640),
-        (GgmlType::Q5_0, 1024, 640),
-        (GgmlType::Q6K, 640, 2048),
-        (GgmlType::Q4K, 640, 2048),
-        (GgmlType::Q4K, 640, 1024),
-        (GgmlType::Q8_0, 256, 640),
-        (GgmlType::Q4_0, 2048, 640),
-        (GgmlType::Q5K, 640, 2048),
-    ] {
+    let (ty, n, k) = HEAD;
+    bench_shape(&mut c, "head", ty, n, k, &[1, 2, 4, 8, 16, 32, 64]);
+    // Float types have no integer form (the int8 mode computes them as fp32).
+    for (ty, n, k) in BODY.into_iter().filter(|&(ty, _, _)| has_int8_form(ty)) {
         bench_shape(&mut c, "body", ty, n, k, &[1, 4, 16, 64, 512]);
     }
     c.final_summary();

@@ -1,7 +1,25 @@
-//! Inputs shared by the kernels' criterion benches: random valid GGUF-block matrices and
-//! deterministic input rows.
+//! Inputs shared by the kernels' criterion benches: the default model's matrix shapes, random
+//! valid GGUF-block matrices and deterministic input rows.
 
 use hierdraft_kernels::{GgmlType, QuantMatrix};
+
+/// The LM head of the default model (Gemma 3 270M): type, rows, columns.
+pub const HEAD: (GgmlType, usize, usize) = (GgmlType::Q8_0, 262_144, 640);
+
+/// The default model's body projections in the types its GGUF file stores them in, plus the
+/// other common GGUF types on the same shapes.
+pub const BODY: [(GgmlType, usize, usize); 10] = [
+    (GgmlType::Q5_0, 2048, 640),
+    (GgmlType::Q5_0, 1024, 640),
+    (GgmlType::Q8_0, 256, 640),
+    (GgmlType::Q4K, 640, 1024),
+    (GgmlType::Q6K, 640, 2048),
+    (GgmlType::Q4K, 640, 2048),
+    (GgmlType::Q4_0, 2048, 640),
+    (GgmlType::Q5K, 640, 2048),
+    (GgmlType::F16, 2048, 640),
+    (GgmlType::BF16, 2048, 640),
+];
 
 /// Random quant bytes with every f16 scale set to 2^-6 (finite, moderate).
 pub fn matrix(ty: GgmlType, rows: usize, cols: usize) -> QuantMatrix {
