@@ -101,8 +101,9 @@ def _plain_linears(model: Any) -> list[torch.nn.Linear]:
 
 
 def uses_kernels(model: Any) -> bool:
-    """Whether hierdraft's forwards of `model` run its CPU kernels."""
-    return is_quantized(model) or bool(_plain_linears(model))
+    """Whether hierdraft's forwards of `model` run its CPU kernels (asked at every forward: the
+    cached list of plain linears first, the walk over the modules only when it is empty)."""
+    return bool(_plain_linears(model)) or is_quantized(model)
 
 
 @contextlib.contextmanager
