@@ -3,7 +3,8 @@
 
 Prints the process's RSS (and its file-backed and anonymous parts, from /proc/self/status) after
 `import hierdraft, transformers`, after loading the model, and after a first reply, plus the
-difference to the first stage. `--float` loads the float32 model transformers dequantizes from the
+difference to the first stage and the seconds each stage took (run it in a fresh process: the
+load time is a first load's). `--float` loads the float32 model transformers dequantizes from the
 GGUF (the path before quantized verification); `--drafter` also builds the default drafter and
 drafts the reply with it.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import time
 
 
 def rss_mb() -> dict[str, float]:
@@ -34,29 +36,33 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     args = parser.parse_args()
 
+    start = time.perf_counter()
     import transformers  # noqa: F401
 
     import hierdraft
 
-    stages = [("import hierdraft, transformers", rss_mb())]
+    stages = [("import hierdraft, transformers", rss_mb(), time.perf_counter() - start)]
+
+    def stage(name: str) -> None:
+        gc.collect()
+        stages.append((name, rss_mb(), time.perf_counter() - start - sum(s[2] for s in stages)))
+
     model, tokenizer = hierdraft.load_default(quantized=False if args.float else None)
-    gc.collect()
-    stages.append(("load_default()", rss_mb()))
+    stage("load_default()")
     drafter = None
     if args.drafter:
         drafter = hierdraft.AdaptiveDrafter(hierdraft.default_drafter(tokenizer, model=model))
-        stages.append(("default_drafter()", rss_mb()))
+        stage("default_drafter()")
     ids = tokenizer("Question: What is a suffix array?\n\nAnswer:", return_tensors="pt").input_ids
     result = hierdraft.generate(model, ids, drafter=drafter, max_new_tokens=args.tokens)
-    gc.collect()
-    stages.append((f"first reply ({len(result.tokens)} tokens)", rss_mb()))
+    stage(f"first reply ({len(result.tokens)} tokens)")
 
     base = stages[0][1]["VmRSS"]
-    print(f"{'stage':<36} {'RSS':>8} {'+RSS':>8} {'anon':>8} {'file':>8}  (MB)")
-    for name, m in stages:
+    print(f"{'stage':<36} {'RSS':>8} {'+RSS':>8} {'anon':>8} {'file':>8}  (MB) {'time (s)':>9}")
+    for name, m, seconds in stages:
         print(
             f"{name:<36} {m['VmRSS']:>8.0f} {m['VmRSS'] - base:>+8.0f} "
-            f"{m.get('RssAnon', 0):>8.0f} {m.get('RssFile', 0):>8.0f}"
+            f"{m.get('RssAnon', 0):>8.0f} {m.get('RssFile', 0):>8.0f}       {seconds:>9.1f}"
         )
     params = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     print(f"parameters held as tensors: {params:.0f} MB")
