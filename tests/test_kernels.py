@@ -45,3 +45,27 @@ def test_bad_arguments_raise() -> None:
         _core.linear_rows(x.astype(np.float64), w, np.empty((2, 5), np.float32))
     with pytest.raises(ValueError, match="0 columns"):
         _core.linear_rows(np.empty((2, 0), np.float32), np.empty((5, 0), np.float32), np.empty((2, 5), np.float32))
+
+
+def test_fortran_ordered_arrays_are_refused_not_misread() -> None:
+    """numpy calls a Fortran-ordered array contiguous too; read as rows it would give wrong numbers."""
+    rng = np.random.default_rng(1)
+    x = np.asfortranarray(rng.standard_normal((3, 64), dtype=np.float32))
+    w = rng.standard_normal((8, 64), dtype=np.float32)
+    quant = _core.QuantTensor.from_bytes("F32", w.tobytes(), 8, 64)
+    calls = {
+        "linear_rows x": lambda: _core.linear_rows(x, w, np.empty((3, 8), np.float32)),
+        "linear_rows weight": lambda: _core.linear_rows(np.ascontiguousarray(x), np.asfortranarray(w), np.empty((3, 8), np.float32)),
+        "linear_rows out": lambda: _core.linear_rows(np.ascontiguousarray(x), w, np.empty((3, 8), np.float32, order="F")),
+        "QuantTensor.linear": lambda: quant.linear(x, np.empty((3, 8), np.float32)),
+        "QuantTensor.linear_int8": lambda: quant.linear_int8(x, np.empty((3, 8), np.float32)),
+        "qlinear_group": lambda: _core.qlinear_group(x, [quant], [np.empty((3, 8), np.float32)]),
+        "rms_norm": lambda: _core.rms_norm(x, np.ones(64, np.float32), 1e-6, np.empty((3, 64), np.float32)),
+        "attention mask": lambda: _core.attention(
+            np.zeros((1, 3, 8), np.float32), np.zeros((1, 5, 8), np.float32), np.zeros((1, 5, 8), np.float32),
+            np.empty((3, 1, 8), np.float32), 1.0, np.asfortranarray(np.ones((3, 5), bool)),
+        ),
+    }
+    for call in calls.values():
+        with pytest.raises(ValueError, match="C-contiguous"):
+            call()

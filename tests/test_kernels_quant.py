@@ -138,6 +138,45 @@ def test_a_row_does_not_depend_on_its_batch() -> None:
         assert np.array_equal(_bits(alone[0]), _bits(batch[r]))
 
 
+@pytest.mark.parametrize("nx", [1, 2, 5, 40])
+def test_a_group_equals_separate_products_bit_for_bit(nx: int) -> None:
+    """`qlinear_group` (one dispatch for several matrices over the same rows) = each `linear`."""
+    rng = np.random.default_rng(nx)
+    cols = 512
+    tensors = [
+        _tensor(_quantize(rng.standard_normal((37, cols), dtype=np.float32), "Q8_0"), "Q8_0"),
+        _tensor(_random_k_blocks(rng, "Q4_K", 9, cols // 256), "Q4_K"),
+        _tensor(_quantize(rng.standard_normal((64, cols), dtype=np.float32), "Q5_0"), "Q5_0"),
+    ]
+    x = rng.standard_normal((nx, cols), dtype=np.float32)
+    outs = [np.full((nx, t.shape[0]), np.nan, np.float32) for t in tensors]
+    _core.qlinear_group(x, tensors, outs)
+    for t, got in zip(tensors, outs):
+        want = np.empty_like(got)
+        t.linear(x, want)
+        assert np.array_equal(_bits(got), _bits(want))
+
+
+def test_a_bad_group_raises_clear_errors() -> None:
+    rng = np.random.default_rng(3)
+    a = _tensor(_quantize(rng.standard_normal((8, 64), dtype=np.float32), "Q8_0"), "Q8_0")
+    b = _tensor(_quantize(rng.standard_normal((8, 96), dtype=np.float32), "Q8_0"), "Q8_0")
+    x = np.zeros((2, 64), np.float32)
+    with pytest.raises(ValueError, match="one output per tensor"):
+        _core.qlinear_group(x, [a, a], [np.zeros((2, 8), np.float32)])
+    with pytest.raises(ValueError, match="at least one tensor"):
+        _core.qlinear_group(x, [], [])
+    with pytest.raises(ValueError, match="tensor 1 has 96 columns"):
+        _core.qlinear_group(x, [a, b], [np.zeros((2, 8), np.float32), np.zeros((2, 8), np.float32)])
+    with pytest.raises(TypeError, match="already borrowed"):  # one array cannot take two products
+        out = np.zeros((2, 8), np.float32)
+        _core.qlinear_group(x, [a, a], [out, out])
+    with pytest.raises(ValueError, match="output 0 has shape"):
+        _core.qlinear_group(x, [a], [np.zeros((3, 8), np.float32)])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core.qlinear_group(np.zeros((64, 2), np.float32).T, [a], [np.zeros((2, 8), np.float32)])
+
+
 def test_dequantize_rows_and_select_rows_pick_whole_rows() -> None:
     rng = np.random.default_rng(9)
     raw = _quantize(rng.standard_normal((30, 64), dtype=np.float32), "Q5_0")

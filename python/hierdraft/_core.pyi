@@ -322,6 +322,12 @@ class QuantTensor:
         """``linear`` in the int8 numeric mode: inputs quantized to int8 per block of 32, integer
         dot products, block scales applied in one fixed order (close to ``linear``, not equal)."""
 
+def qlinear_group(
+    x: npt.NDArray[np.float32], weights: list[QuantTensor], outs: list[npt.NDArray[np.float32]]
+) -> None:
+    """Writes ``x @ weights[i].T`` into ``outs[i]`` for every tensor in one dispatch of the kernels'
+    threads; bit for bit ``weights[i].linear(x, outs[i])``."""
+
 class GgufFormatError(ValueError):
     """A file is not a valid GGUF file: bad magic, unsupported version, truncated or corrupt."""
 

@@ -16,6 +16,7 @@ import torch
 
 from .cpu_attention import kernel_attention
 from .cpu_matmul import apply_linear, head_rows_at_once, kernel_linears
+from .direct_layers import direct_layers
 from .model_layout import AttentionLayout, text_config
 from .tree_mask import TreeInputs
 
@@ -110,8 +111,9 @@ def forward_tree(
     }
     k = inputs.num_logits
     # Every forward, plain steps included, computes the linear layers and the attention the same
-    # way (see cpu_matmul and cpu_attention).
-    with kernel_linears(model), kernel_attention(model):
+    # way (see cpu_matmul and cpu_attention); the decoder layers of quantized models run as direct
+    # kernel calls, with the modules' arithmetic (see direct_layers).
+    with kernel_linears(model), kernel_attention(model), direct_layers(model):
         if layout.split_head and k > 1:
             hidden = model.base_model(**kwargs).last_hidden_state[0, -k:]
             at_once = head_rows_at_once(model.get_output_embeddings(), hidden)

@@ -204,7 +204,11 @@ fn run(
     simd: bool,
 ) -> Result<(), KernelError> {
     check(q, &k, &v, &dims, &visibility, out)?;
-    let tasks = dims.heads * dims.queries;
+    // One task per query row and chunk of up to HEADS_AT_ONCE query heads sharing a KV head:
+    // the chunk's heads read each key and value row once.
+    let group = dims.heads / dims.kv_heads;
+    let chunks_per_group = group.div_ceil(HEADS_AT_ONCE);
+    let tasks = dims.kv_heads * chunks_per_group * dims.queries;
     let out_ptr = SharedOut(out.as_mut_ptr());
     let job = Job {
         q,
@@ -216,14 +220,18 @@ fn run(
         simd,
     };
     let task = |t: usize| {
-        let (h, i) = (t / dims.queries, t % dims.queries);
-        let start = (i * dims.heads + h) * dims.dim;
+        let (chunk, i) = (t / dims.queries, t % dims.queries);
+        let (kvh, c) = (chunk / chunks_per_group, chunk % chunks_per_group);
+        let h0 = kvh * group + c * HEADS_AT_ONCE;
+        let n = HEADS_AT_ONCE.min(group - c * HEADS_AT_ONCE);
+        let start = (i * dims.heads + h0) * dims.dim;
         // SAFETY: `check` made `out` hold `queries x heads x dim` values; task t alone writes
-        // the `dim` values of (query i, head h), so no two tasks write the same values.
-        let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), dims.dim) };
-        job.row(h, i, dst);
+        // the `n x dim` values of query i, heads h0..h0 + n (adjacent in `out`), so no two tasks
+        // write the same values.
+        let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), n * dims.dim) };
+        job.heads(i, h0, n, dst);
     };
-    let work = tasks * dims.keys * dims.dim;
+    let work = dims.heads * dims.queries * dims.keys * dims.dim;
     if work < INLINE_WORK {
         (0..tasks).for_each(task);
     } else {
@@ -264,35 +272,87 @@ impl<'a> Job<'a> {
         }
     }
 
-    /// The result of head `h`, query row `i` (see the module docs for the order).
-    fn row(&self, h: usize, i: usize, dst: &mut [f32]) {
+    /// The results of query row `i` for heads `h0 .. h0 + n` (n <= HEADS_AT_ONCE, all sharing
+    /// one KV head) into `dst` (`n x dim`), each in the order of the module docs: the heads only
+    /// share the reads of the key and value rows.
+    fn heads(&self, i: usize, h0: usize, n: usize, dst: &mut [f32]) {
         let d = &self.dims;
-        let kvh = h / (d.heads / d.kv_heads);
-        let qrow = &self.q[(h * d.queries + i) * d.dim..][..d.dim];
+        let kvh = h0 / (d.heads / d.kv_heads);
         let (k, v) = (self.k, self.v);
         let row_of = |view: KvView<'a>, j: usize| -> &'a [f32] {
             &view.data[kvh * view.head_stride + j * view.row_stride..][..d.dim]
         };
-        let mut scores: Vec<(usize, f32)> = Vec::new();
-        for j in (0..d.keys).filter(|&j| self.sees(i, j)) {
-            let mut s = dot(qrow, row_of(k, j), self.simd) * self.scoring.scaling;
-            if let Some(cap) = self.scoring.softcap {
-                s = (s / cap).tanh() * cap;
-            }
-            scores.push((j, s));
-        }
         dst.fill(0.0);
-        let Some(max) = scores.iter().map(|&(_, s)| s).reduce(f32::max) else {
+        let visible: Vec<usize> = (0..d.keys).filter(|&j| self.sees(i, j)).collect();
+        let seen = visible.len();
+        if seen == 0 {
             return;
-        };
-        let mut sum = 0f32;
-        for &(j, s) in &scores {
-            let p = exp_nonpositive(s - max);
-            sum += p;
-            accumulate(dst, p, row_of(v, j), self.simd);
         }
-        for x in dst.iter_mut() {
-            *x /= sum;
+        // Rows past `n` repeat the last head; their results are dropped.
+        let queries: [&[f32]; HEADS_AT_ONCE] = std::array::from_fn(|t| {
+            let h = h0 + t.min(n - 1);
+            &self.q[(h * d.queries + i) * d.dim..][..d.dim]
+        });
+        // scores[t * seen + s]: head h0 + t, the s-th visible key
+        let mut scores = vec![0f32; n * seen];
+        for (s, &j) in visible.iter().enumerate() {
+            let products = dots(row_of(k, j), queries, self.simd);
+            for (t, &p) in products.iter().enumerate().take(n) {
+                scores[t * seen + s] = p;
+            }
+        }
+        let mut sums = [0f32; HEADS_AT_ONCE];
+        for (t, head) in scores.chunks_exact_mut(seen).enumerate() {
+            for s in head.iter_mut() {
+                *s *= self.scoring.scaling;
+                if let Some(cap) = self.scoring.softcap {
+                    *s = (*s / cap).tanh() * cap;
+                }
+            }
+            let max = head.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            sums[t] = exponentials(head, max, self.simd);
+        }
+        let values: Vec<&[f32]> = visible.iter().map(|&j| row_of(v, j)).collect();
+        weighted_sums(dst, &scores, &values, self.simd);
+        for (out, &sum) in dst.chunks_exact_mut(d.dim).zip(&sums) {
+            for x in out.iter_mut() {
+                *x /= sum;
+            }
+        }
+    }
+}
+
+/// Query heads of one KV head whose results one task computes together.
+const HEADS_AT_ONCE: usize = 4;
+
+/// `[dot(a, b[0]), dot(a, b[1]), ...]`, each exactly as [`dot`] computes it (the products of
+/// a fused multiply-add commute, so `dot(a, b) = dot(b, a)` bit for bit).
+fn dots<const N: usize>(a: &[f32], b: [&[f32]; N], simd: bool) -> [f32; N] {
+    #[cfg(target_arch = "x86_64")]
+    if simd && a.len().is_multiple_of(LANES) {
+        // SAFETY: `simd` is only true when `simd_available()` found AVX2 and FMA; every row of
+        // `b` holds `a.len()` values (a multiple of 8).
+        return unsafe { avx2::dot_lanes_many(a, b) };
+    }
+    b.map(|row| dot(a, row, simd))
+}
+
+/// For every head `t` (`dst` holds `n` rows of `dim` values, `p` `n` rows of one weight per
+/// value row): `dst[t][d] = p[t][0] v[0][d] + p[t][1] v[1][d] + ...`, fused multiply-adds from
+/// 0 in the order of the rows (as [`accumulate`] row after row computes it).
+fn weighted_sums(dst: &mut [f32], p: &[f32], v: &[&[f32]], simd: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is only true when `simd_available()` found AVX2 and FMA; every row of
+        // `v` holds at least `dim` values (rows of the head dimension).
+        unsafe { avx2::weighted_sums(dst, p, v) };
+        return;
+    }
+    let dim = dst.len() / (p.len() / v.len());
+    for (out, weights) in dst.chunks_exact_mut(dim).zip(p.chunks_exact(v.len())) {
+        out.fill(0.0);
+        for (&pj, row) in weights.iter().zip(v) {
+            accumulate(out, pj, row, simd);
         }
     }
 }
@@ -347,6 +407,14 @@ fn accumulate(acc: &mut [f32], p: f32, v: &[f32], simd: bool) {
 /// `x / ln2` (ln2 split in two parts for an exact reduction), `e^r` by its degree-7 Taylor
 /// polynomial (|r| <= ln2 / 2, error below one unit in the last place), times `2^n`.
 pub fn exp_nonpositive(x: f32) -> f32 {
+    exp_body(x)
+}
+
+/// The body of [`exp_nonpositive`], inlined into every caller: compiled with FMA enabled (the
+/// AVX2 path) its fused multiply-adds are single instructions instead of calls, with the same
+/// results (a fused multiply-add is exactly rounded either way).
+#[inline(always)]
+fn exp_body(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const C: [f32; 8] = [
@@ -371,6 +439,28 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     // n is in [-126, 0] here, so 2^n is a normal float.
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
     poly * scale
+}
+
+/// Replaces every score `s` by `exp_nonpositive(s - max)` and returns their sum, added one after
+/// the other.
+fn exponentials(scores: &mut [f32], max: f32, simd: bool) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is only true when `simd_available()` found AVX2 and FMA.
+        return unsafe { avx2::exponentials(scores, max) };
+    }
+    let _ = simd;
+    exponentials_body(scores, max)
+}
+
+#[inline(always)]
+fn exponentials_body(scores: &mut [f32], max: f32) -> f32 {
+    let mut sum = 0f32;
+    for s in scores.iter_mut() {
+        *s = exp_body(*s - max);
+        sum += *s;
+    }
+    sum
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -413,6 +503,118 @@ mod avx2 {
         }
         for (a, &x) in acc[body..].iter_mut().zip(&v[body..]) {
             *a = p.mul_add(x, *a);
+        }
+    }
+
+    /// `dot_lanes(a, b[t])` for every `t`, the chains interleaved.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `a` and every `b[t]` hold the same multiple of 8 values.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_lanes_many<const N: usize>(a: &[f32], b: [&[f32]; N]) -> [f32; N] {
+        let mut acc = [_mm256_setzero_ps(); N];
+        for c in (0..a.len()).step_by(LANES) {
+            // SAFETY: c + 8 <= a.len() = b[t].len().
+            unsafe {
+                let x = _mm256_loadu_ps(a.as_ptr().add(c));
+                for (acc_t, row) in acc.iter_mut().zip(&b) {
+                    *acc_t = _mm256_fmadd_ps(x, _mm256_loadu_ps(row.as_ptr().add(c)), *acc_t);
+                }
+            }
+        }
+        acc.map(|lanes| hsum(lanes))
+    }
+
+    /// `super::exponentials` compiled with FMA (and SSE4.1 rounding) as instructions.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn exponentials(scores: &mut [f32], max: f32) -> f32 {
+        super::exponentials_body(scores, max)
+    }
+
+    /// Output vectors per head kept in registers while every value row is added (with
+    /// `super::HEADS_AT_ONCE` heads, 8 of the 16 vector registers).
+    const HELD: usize = 2;
+
+    /// `super::weighted_sums` on AVX2: `HELD` vectors of every head's output stay in registers
+    /// over all the value rows, each row's vectors read once for all the heads (same
+    /// per-element order: fused multiply-adds from 0, row after row).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `p` holds `n <= super::HEADS_AT_ONCE` rows of `v.len()`
+    /// weights, `dst` `n` rows of `dim` values, and every row of `v` at least `dim` values.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn weighted_sums(dst: &mut [f32], p: &[f32], v: &[&[f32]]) {
+        let (seen, n) = (v.len(), p.len() / v.len());
+        let dim = dst.len() / n;
+        let body = dim / LANES * LANES;
+        let mut start = 0;
+        while start < body {
+            let m = HELD.min((body - start) / LANES);
+            // SAFETY: as this function's contract, with start + 8 m <= body.
+            unsafe {
+                match (n, m) {
+                    (1, 1) => pass::<1, 1>(dst, p, v, start),
+                    (2, 1) => pass::<2, 1>(dst, p, v, start),
+                    (3, 1) => pass::<3, 1>(dst, p, v, start),
+                    (_, 1) => pass::<4, 1>(dst, p, v, start),
+                    (1, _) => pass::<1, HELD>(dst, p, v, start),
+                    (2, _) => pass::<2, HELD>(dst, p, v, start),
+                    (3, _) => pass::<3, HELD>(dst, p, v, start),
+                    _ => pass::<4, HELD>(dst, p, v, start),
+                }
+            }
+            start += m * LANES;
+        }
+        for t in 0..n {
+            let weights = &p[t * seen..][..seen];
+            for d in body..dim {
+                dst[t * dim + d] = weights
+                    .iter()
+                    .zip(v)
+                    .fold(0.0, |acc, (&pj, row)| pj.mul_add(row[d], acc));
+            }
+        }
+    }
+
+    /// Vectors `start / 8 .. start / 8 + M` of the output of `N` heads, over every value row
+    /// (constant sizes keep the accumulators in registers).
+    ///
+    /// # Safety
+    /// As [`weighted_sums`], with `N` its number of heads and `start + 8 M` at most the
+    /// whole vectors of the head dimension.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pass<const N: usize, const M: usize>(
+        dst: &mut [f32],
+        p: &[f32],
+        v: &[&[f32]],
+        start: usize,
+    ) {
+        let seen = v.len();
+        let dim = dst.len() / N;
+        let mut acc = [[_mm256_setzero_ps(); M]; N];
+        for (s, row) in v.iter().enumerate() {
+            // SAFETY: start + 8 M <= row.len() (contract).
+            let x: [__m256; M] = std::array::from_fn(|u| unsafe {
+                _mm256_loadu_ps(row.as_ptr().add(start + LANES * u))
+            });
+            for (t, acc_t) in acc.iter_mut().enumerate() {
+                // SAFETY: p holds N rows of `seen` weights (contract).
+                let pv = _mm256_set1_ps(unsafe { *p.get_unchecked(t * seen + s) });
+                for (acc_tu, &xu) in acc_t.iter_mut().zip(&x) {
+                    *acc_tu = _mm256_fmadd_ps(pv, xu, *acc_tu);
+                }
+            }
+        }
+        for (t, acc_t) in acc.iter().enumerate() {
+            for (u, &acc_tu) in acc_t.iter().enumerate() {
+                // SAFETY: t * dim + start + 8 u + 8 <= dst.len() (contract).
+                unsafe {
+                    _mm256_storeu_ps(dst.as_mut_ptr().add(t * dim + start + LANES * u), acc_tu)
+                };
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use numpy::{PyReadonlyArray2, PyReadonlyArray3, PyReadwriteArray3};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::kernels::contiguous;
+use crate::kernels::{c_slice, c_slice_mut};
 
 /// A (heads, rows, dim) float32 array whose rows are contiguous, as the kernel's strided view.
 fn kv_view<'a>(array: &'a PyReadonlyArray3<'_, f32>, what: &str) -> PyResult<KvView<'a>> {
@@ -91,10 +91,10 @@ pub fn attention(
     if window == Some(0) {
         return Err(PyValueError::new_err("window must be at least 1"));
     }
-    let q = contiguous(q.as_slice(), "q")?;
+    let q = c_slice(&q, "q")?;
     let (kv, vv) = (kv_view(&k, "k")?, kv_view(&v, "v")?);
     let mask_slice = match &mask {
-        Some(m) => Some(contiguous(m.as_slice(), "mask")?),
+        Some(m) => Some(c_slice(m, "mask")?),
         None => None,
     };
     let visibility = match mask_slice {
@@ -102,7 +102,7 @@ pub fn attention(
         None => Visibility::Causal { window },
     };
     let scoring = Scoring { scaling, softcap };
-    let out = contiguous(out.as_slice_mut(), "out")?;
+    let out = c_slice_mut(&mut out, "out")?;
     py.detach(|| hierdraft_kernels::attention(q, kv, vv, dims, visibility, scoring, out))
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }

@@ -2,14 +2,37 @@
 //! `kernels_use_simd()`, over float32 numpy arrays (torch tensors pass through `.numpy()`
 //! without a copy). The GIL is released while the product runs.
 
+use numpy::ndarray::Dimension;
 use numpy::prelude::*;
-use numpy::{PyReadonlyArray2, PyReadwriteArray2};
+use numpy::{Element, PyReadonlyArray, PyReadonlyArray2, PyReadwriteArray, PyReadwriteArray2};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-/// The slice of a numpy array, or a `ValueError` naming the array when it is not C-contiguous.
-pub(crate) fn contiguous<T>(slice: Result<T, numpy::AsSliceError>, what: &str) -> PyResult<T> {
-    slice.map_err(|_| PyValueError::new_err(format!("{what} must be C-contiguous")))
+fn not_c_order(what: &str) -> PyErr {
+    PyValueError::new_err(format!("{what} must be C-contiguous"))
+}
+
+/// The values of a C-contiguous numpy array, or a `ValueError` naming the array. numpy's own
+/// `as_slice` also takes Fortran order, whose values the kernels would read in the wrong order.
+pub(crate) fn c_slice<'a, T: Element, D: Dimension>(
+    array: &'a PyReadonlyArray<'_, T, D>,
+    what: &str,
+) -> PyResult<&'a [T]> {
+    if !array.is_c_contiguous() {
+        return Err(not_c_order(what));
+    }
+    array.as_slice().map_err(|_| not_c_order(what))
+}
+
+/// [`c_slice`] for an array the kernels write.
+pub(crate) fn c_slice_mut<'a, T: Element, D: Dimension>(
+    array: &'a mut PyReadwriteArray<'_, T, D>,
+    what: &str,
+) -> PyResult<&'a mut [T]> {
+    if !array.is_c_contiguous() {
+        return Err(not_c_order(what));
+    }
+    array.as_slice_mut().map_err(|_| not_c_order(what))
 }
 
 /// Writes `x @ weight.T` into `out`: x is (rows, k), weight (n, k), out (rows, n), all float32
@@ -39,9 +62,9 @@ pub fn linear_rows(
     if k == 0 {
         return Err(PyValueError::new_err("x and weight have 0 columns"));
     }
-    let x = contiguous(x.as_slice(), "x")?;
-    let w = contiguous(weight.as_slice(), "weight")?;
-    let out = contiguous(out.as_slice_mut(), "out")?;
+    let x = c_slice(&x, "x")?;
+    let w = c_slice(&weight, "weight")?;
+    let out = c_slice_mut(&mut out, "out")?;
     py.detach(|| hierdraft_kernels::linear_rows(x, w, k, out))
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }

@@ -33,6 +33,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(norm::rms_norm, m)?)?;
     m.add_function(wrap_pyfunction!(attention::attention, m)?)?;
     m.add_class::<quant::PyQuantTensor>()?;
+    m.add_function(wrap_pyfunction!(quant::qlinear_group, m)?)?;
     m.add_class::<gguf::PyGgufFile>()?;
     m.add_class::<gguf::PyGgufTensorInfo>()?;
     m.add(

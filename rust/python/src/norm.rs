@@ -6,6 +6,8 @@ use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
+use crate::kernels::{c_slice, c_slice_mut};
+
 /// Writes the RMS norm of each row of `x` into `out`: `(x * r) * scale`, with
 /// `r = 1 / sqrt(mean(x**2) + eps)` per row; x and out are float32 (rows, n), scale float32 (n,),
 /// all C-contiguous. A row's result does not depend on the other rows.
@@ -31,10 +33,9 @@ pub fn rms_norm(
             x.shape()
         )));
     }
-    let err = |what: &str| PyValueError::new_err(format!("{what} must be C-contiguous"));
-    let x = x.as_slice().map_err(|_| err("x"))?;
-    let scale = scale.as_slice().map_err(|_| err("scale"))?;
-    let out = out.as_slice_mut().map_err(|_| err("out"))?;
+    let x = c_slice(&x, "x")?;
+    let scale = c_slice(&scale, "scale")?;
+    let out = c_slice_mut(&mut out, "out")?;
     py.detach(|| hierdraft_kernels::rms_norm(x, scale, eps, out))
         .map_err(|e| PyValueError::new_err(e.to_string()))
 }

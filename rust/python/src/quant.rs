@@ -5,7 +5,8 @@
 //! hierdraft-kernels with the GIL released.
 
 use hierdraft_kernels::{
-    dequantize_rows, qlinear, qlinear_int8, GgmlType, KernelError, QuantMatrix,
+    dequantize_rows, qlinear, qlinear_group as group_kernel, qlinear_int8, GgmlType, KernelError,
+    QuantMatrix,
 };
 use numpy::prelude::*;
 use numpy::{PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2, PyUntypedArray};
@@ -13,7 +14,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::kernels::contiguous;
+use crate::kernels::{c_slice, c_slice_mut};
 
 /// A `rows x cols` matrix in one of the GGUF block formats (F32, F16, BF16, Q4_0, Q5_0, Q8_0,
 /// Q4_K, Q5_K, Q6_K), over bytes it shares (a memory-mapped GGUF file, or its own copy).
@@ -51,11 +52,58 @@ impl PyQuantTensor {
                 os[0], os[1], xs[0]
             )));
         }
-        let x = contiguous(x.as_slice(), "x")?;
-        let out = contiguous(out.as_slice_mut(), "out")?;
+        let x = c_slice(&x, "x")?;
+        let out = c_slice_mut(&mut out, "out")?;
         py.detach(|| kernel(x, &self.matrix, out))
             .map_err(value_error)
     }
+}
+
+/// Writes `x @ weights[i].T` into `outs[i]` for every tensor, in one dispatch of the kernels'
+/// threads: bit for bit `weights[i].linear(x, outs[i])` (the same rows times several matrices,
+/// e.g. an attention layer's query, key and value projections). `x` is float32 (r, k) and every
+/// tensor has k columns; `outs[i]` is float32 (r, rows of tensor i); all C-contiguous.
+#[pyfunction]
+pub fn qlinear_group(
+    py: Python<'_>,
+    x: PyReadonlyArray2<'_, f32>,
+    weights: Vec<Bound<'_, PyQuantTensor>>,
+    mut outs: Vec<PyReadwriteArray2<'_, f32>>,
+) -> PyResult<()> {
+    if weights.is_empty() || weights.len() != outs.len() {
+        return Err(PyValueError::new_err(format!(
+            "qlinear_group takes one output per tensor and at least one tensor; got {} tensors and {} outputs",
+            weights.len(),
+            outs.len()
+        )));
+    }
+    let xs = x.shape().to_vec();
+    for (i, (w, out)) in weights.iter().zip(&outs).enumerate() {
+        let m = &w.get().matrix;
+        if m.cols() != xs[1] {
+            return Err(PyValueError::new_err(format!(
+                "tensor {i} has {} columns but x has {}: they must match",
+                m.cols(),
+                xs[1]
+            )));
+        }
+        if out.shape() != [xs[0], m.rows()] {
+            return Err(PyValueError::new_err(format!(
+                "output {i} has shape {:?}; x @ W.T has shape ({}, {})",
+                out.shape(),
+                xs[0],
+                m.rows()
+            )));
+        }
+    }
+    let x = c_slice(&x, "x")?;
+    let matrices: Vec<&QuantMatrix> = weights.iter().map(|w| &w.get().matrix).collect();
+    let mut slices = outs
+        .iter_mut()
+        .map(|out| c_slice_mut(out, "out"))
+        .collect::<PyResult<Vec<&mut [f32]>>>()?;
+    py.detach(|| group_kernel(x, &matrices, &mut slices))
+        .map_err(value_error)
 }
 
 /// A product kernel over a quantized matrix (`qlinear`, `qlinear_int8`).
@@ -109,7 +157,7 @@ impl PyQuantTensor {
                 ))
             })?;
             let ro = typed.try_readonly().map_err(value_error)?;
-            contiguous(ro.as_slice(), "data")?.to_vec()
+            c_slice(&ro, "data")?.to_vec()
         } else {
             return Err(PyTypeError::new_err(format!(
                 "data must be bytes or a 1-D uint8 numpy array, got {}",
@@ -171,7 +219,7 @@ impl PyQuantTensor {
         let arr = PyArray2::<f32>::zeros(py, [self.matrix.rows(), self.matrix.cols()], false);
         {
             let mut rw = arr.try_readwrite().map_err(value_error)?;
-            let out = contiguous(rw.as_slice_mut(), "out")?;
+            let out = c_slice_mut(&mut rw, "out")?;
             py.detach(|| self.matrix.dequantize_into(out))
                 .map_err(value_error)?;
         }
@@ -199,7 +247,7 @@ impl PyQuantTensor {
                 self.matrix.cols()
             )));
         }
-        let out = contiguous(out.as_slice_mut(), "out")?;
+        let out = c_slice_mut(&mut out, "out")?;
         py.detach(|| dequantize_rows(&self.matrix, &ids, out))
             .map_err(value_error)
     }

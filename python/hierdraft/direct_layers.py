@@ -1,0 +1,239 @@
+"""Decoder layers of quantized models run as direct kernel calls instead of transformers' module tree.
+
+A step of a small model on CPU is dominated by per-call overhead: one Gemma 3 270M step goes
+through about 300 module calls, each with its hooks, keyword handling and wrapper checks, around
+kernels that take a few microseconds. Within `direct_layers(model)`, every decoder layer of a known
+architecture whose linears are `QuantLinear`s and whose norms are `FusedRMSNorm`s runs as one
+function (`LayerPlan.forward`) instead.
+
+The rule: the function makes the same arithmetic as the modules, in the same order, with the same
+kernels (`QuantTensor.linear` / `linear_int8`, `rms_norm`, the attention kernel) and the same
+PyTorch element-wise operations (rotary embedding, activation, residual sums). Its outputs are
+therefore the modules' outputs bit for bit, which `tests/test_direct_layers.py` checks; every
+exactness property of the module path carries over. Layers of other classes, or with parts it does
+not know, keep their modules.
+
+Known layouts: Gemma 3 (norms around both the attention and the MLP, per-head query/key norms)
+and Llama (a norm before each).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .cpu_attention import kernel_attention_forward
+from .fused_norm import FusedRMSNorm
+from .quant_modules import QuantLinear
+
+try:
+    from ._core import qlinear_group as _qlinear_group
+    from ._core import rms_norm as _rms_norm
+except ImportError:  # extension not built: no direct layers (the modules run)
+    _rms_norm = _qlinear_group = None
+
+__all__ = ["LayerPlan", "direct_layers", "layer_plans"]
+
+# Decoder layer classes by layout: "sandwich" normalises the attention's and the MLP's inputs and
+# outputs (Gemma 3); "pre" normalises their inputs only (Llama).
+LAYOUTS = {"Gemma3DecoderLayer": "sandwich", "LlamaDecoderLayer": "pre"}
+
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class _Norm:
+    """A fused RMS norm's scale (as an array the kernel reads) and epsilon."""
+
+    scale: np.ndarray
+    eps: float
+
+    @staticmethod
+    def of(module: Any) -> _Norm | None:
+        if type(module) is not FusedRMSNorm:
+            return None
+        return _Norm(module.scale.numpy(), float(module.eps))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The norm of every row of `x` (float32, contiguous; last dimension = the scale's)."""
+        out = torch.empty_like(x)
+        if x.numel():
+            width = self.scale.shape[0]
+            _rms_norm(x.view(-1, width).numpy(), self.scale, self.eps, out.view(-1, width).numpy())
+        return out
+
+
+def _linear(module: Any) -> QuantLinear | None:
+    return module if type(module) is QuantLinear else None
+
+
+def _project(layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+    """`layer(x)` for a contiguous (rows, in_features) float32 `x`: `QuantLinear.forward` without
+    its per-call checks (the plan checked the layer once; the inputs come from the plan itself)."""
+    out = torch.empty(x.shape[0], layer.out_features, dtype=torch.float32)
+    if x.shape[0]:
+        product = layer.qweight.linear if layer.numerics == "fp32" else layer.qweight.linear_int8
+        product(x.numpy(), out.numpy())
+    if layer.bias is not None:
+        out += layer.bias
+    return out
+
+
+def _project_all(layers: tuple[QuantLinear, ...], x: torch.Tensor) -> list[torch.Tensor]:
+    """`[layer(x) for layer in layers]`: in one kernel dispatch when the float32 products have no
+    bias (`qlinear_group` equals the separate products bit for bit), else one by one."""
+    if x.shape[0] == 0 or any(layer.numerics != "fp32" or layer.bias is not None for layer in layers):
+        return [_project(layer, x) for layer in layers]
+    outs = [torch.empty(x.shape[0], layer.out_features, dtype=torch.float32) for layer in layers]
+    _qlinear_group(x.numpy(), [layer.qweight for layer in layers], [out.numpy() for out in outs])
+    return outs
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """transformers' `rotate_half`: the two halves of the last dimension swapped, the first negated."""
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What one decoder layer computes, gathered once from its modules."""
+
+    layout: str
+    layer_idx: int
+    attention: Any
+    norms: dict[str, _Norm | None]
+    linears: dict[str, QuantLinear]
+    act: Callable[[torch.Tensor], torch.Tensor]
+    heads: int
+    kv_heads: int
+    head_dim: int
+    scaling: float
+    sliding_window: int | None
+
+    @staticmethod
+    def of(layer: Any) -> LayerPlan | None:
+        """The plan of `layer`, or None when this module cannot run it bit for bit as the layer."""
+        layout = LAYOUTS.get(type(layer).__name__)
+        attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
+        if layout is None or attn is None or mlp is None or _rms_norm is None:
+            return None
+        if getattr(attn.config, "attn_logit_softcapping", None) is not None:
+            return None
+        names = {"q": (attn, "q_proj"), "k": (attn, "k_proj"), "v": (attn, "v_proj"), "o": (attn, "o_proj"),
+                 "gate": (mlp, "gate_proj"), "up": (mlp, "up_proj"), "down": (mlp, "down_proj")}
+        linears = {key: _linear(getattr(owner, attr, None)) for key, (owner, attr) in names.items()}
+        if any(v is None for v in linears.values()):
+            return None
+        norm_names = ["input_layernorm", "post_attention_layernorm"]
+        if layout == "sandwich":
+            norm_names += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
+        norms = {name: _Norm.of(getattr(layer, name, None)) for name in norm_names}
+        if any(n is None for n in norms.values()):
+            return None
+        for name in ("q_norm", "k_norm"):
+            module = getattr(attn, name, None)
+            norms[name] = None if module is None else _Norm.of(module)
+            if module is not None and norms[name] is None:
+                return None
+        head_dim = int(attn.head_dim)
+        q_rows, k_rows = linears["q"].out_features, linears["k"].out_features  # type: ignore[union-attr]
+        if q_rows % head_dim or k_rows % head_dim or linears["v"].out_features != k_rows:  # type: ignore[union-attr]
+            return None
+        return LayerPlan(
+            layout=layout,
+            layer_idx=int(attn.layer_idx),
+            attention=attn,
+            norms=norms,
+            linears=linears,  # type: ignore[arg-type]
+            act=mlp.act_fn,
+            heads=q_rows // head_dim,
+            kv_heads=k_rows // head_dim,
+            head_dim=head_dim,
+            scaling=float(attn.scaling),
+            sliding_window=getattr(attn, "sliding_window", None),
+        )
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: Any = None,
+        past_key_values: Any = None,
+        **_: Any,
+    ) -> torch.Tensor:
+        """The layer's output for `hidden_states` (1, rows, hidden), as the module computes it."""
+        if hidden_states.dim() != 3 or hidden_states.shape[0] != 1 or position_embeddings is None:
+            raise ValueError("direct layers compute one sequence with its position embeddings")
+        cache = cache if cache is not None else past_key_values
+        lin, norm = self.linears, self.norms
+        rows, width = hidden_states.shape[1], hidden_states.shape[2]
+        x = hidden_states.detach().reshape(rows, width).contiguous()
+
+        h = norm["input_layernorm"](x)  # type: ignore[misc]
+        q, k, v = _project_all((lin["q"], lin["k"], lin["v"]), h)
+        q = q.view(rows, self.heads, self.head_dim)
+        k = k.view(rows, self.kv_heads, self.head_dim)
+        v = v.view(rows, self.kv_heads, self.head_dim)
+        if norm.get("q_norm") is not None:
+            q = norm["q_norm"](q)  # type: ignore[misc]
+        if norm.get("k_norm") is not None:
+            k = norm["k_norm"](k)  # type: ignore[misc]
+        cos, sin = (t[0].unsqueeze(1) for t in position_embeddings)  # (rows, 1, head_dim)
+        q = (q * cos) + (_rotate_half(q) * sin)
+        k = (k * cos) + (_rotate_half(k) * sin)
+        q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, heads, rows, head_dim)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
+        attended, _ = kernel_attention_forward(
+            self.attention, q, k, v, attention_mask, scaling=self.scaling, sliding_window=self.sliding_window
+        )
+        a = _project(lin["o"], attended.reshape(rows, -1))
+
+        if self.layout == "sandwich":
+            x = x + norm["post_attention_layernorm"](a)  # type: ignore[misc]
+            h = norm["pre_feedforward_layernorm"](x)  # type: ignore[misc]
+        else:
+            x = x + a
+            h = norm["post_attention_layernorm"](x)  # type: ignore[misc]
+        gate, up = _project_all((lin["gate"], lin["up"]), h)
+        m = _project(lin["down"], self.act(gate) * up)
+        if self.layout == "sandwich":
+            m = norm["post_feedforward_layernorm"](m)  # type: ignore[misc]
+        return (x + m).view(1, rows, width)
+
+
+def layer_plans(model: Any) -> list[tuple[Any, LayerPlan]]:
+    """The decoder layers of `model` that run directly, with their plans (cached per model)."""
+    try:
+        found = _PLANS.get(model)
+    except TypeError:
+        found = None
+    if found is None:
+        layers = getattr(getattr(model, "base_model", model), "layers", None) or []
+        found = [(layer, plan) for layer in layers if (plan := LayerPlan.of(layer)) is not None]
+        try:
+            _PLANS[model] = found
+        except TypeError:
+            pass
+    return found
+
+
+@contextlib.contextmanager
+def direct_layers(model: Any) -> Iterator[None]:
+    """Within the block, the decoder layers `layer_plans` finds run as their plans' `forward`."""
+    found = layer_plans(model)
+    for layer, plan in found:
+        layer.forward = plan.forward
+    try:
+        yield
+    finally:
+        for layer, _ in found:
+            vars(layer).pop("forward", None)
