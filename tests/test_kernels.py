@@ -69,3 +69,31 @@ def test_fortran_ordered_arrays_are_refused_not_misread() -> None:
     for call in calls.values():
         with pytest.raises(ValueError, match="C-contiguous"):
             call()
+
+
+@pytest.mark.parametrize("rows,heads,dim", [(1, 4, 256), (7, 1, 256), (5, 3, 10)])
+def test_rotary_equals_transformers_bit_for_bit(rows: int, heads: int, dim: int) -> None:
+    import torch
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    rng = np.random.default_rng(rows * heads)
+    x = rng.standard_normal((rows, heads, dim), dtype=np.float32) * 30
+    angles = rng.uniform(-500, 500, size=(rows, dim)).astype(np.float32)
+    cos, sin = np.cos(angles), np.sin(angles)
+    out = np.full_like(x, np.nan)
+    _core.rotary(x, cos, sin, out)
+    # transformers' layout: (1, heads, rows, dim) and angles (1, rows, dim)
+    t = torch.from_numpy(x).transpose(0, 1).unsqueeze(0)
+    want, _ = apply_rotary_pos_emb(t, t, torch.from_numpy(cos)[None], torch.from_numpy(sin)[None])
+    assert np.array_equal(out.view(np.uint32), want[0].transpose(0, 1).contiguous().numpy().view(np.uint32))
+
+
+def test_rotary_bad_shapes_raise() -> None:
+    x = np.zeros((2, 1, 8), np.float32)
+    with pytest.raises(ValueError, match="must both have shape"):
+        _core.rotary(x, np.zeros((2, 6), np.float32), np.zeros((2, 8), np.float32), np.empty_like(x))
+    with pytest.raises(ValueError, match="out has shape"):
+        _core.rotary(x, np.zeros((2, 8), np.float32), np.zeros((2, 8), np.float32), np.empty((2, 2, 8), np.float32))
+    odd = np.zeros((2, 1, 7), np.float32)
+    with pytest.raises(ValueError, match="even"):
+        _core.rotary(odd, np.zeros((2, 7), np.float32), np.zeros((2, 7), np.float32), np.empty_like(odd))

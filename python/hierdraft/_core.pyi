@@ -275,6 +275,15 @@ def rms_norm(
 ) -> None:
     """Writes ``(x * r) * scale`` into ``out``, ``r = 1 / sqrt(mean(x**2) + eps)`` per row of ``x``."""
 
+def rotary(
+    x: npt.NDArray[np.float32],
+    cos: npt.NDArray[np.float32],
+    sin: npt.NDArray[np.float32],
+    out: npt.NDArray[np.float32],
+) -> None:
+    """Writes ``x * cos + rotate_half(x) * sin`` into ``out`` (x, out: (rows, heads, dim); cos,
+    sin: (rows, dim); float32, C-contiguous; dim even), as transformers computes it, bit for bit."""
+
 def attention(
     q: npt.NDArray[np.float32],
     k: npt.NDArray[np.float32],

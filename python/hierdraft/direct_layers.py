@@ -35,8 +35,9 @@ from .quant_modules import QuantLinear
 try:
     from ._core import qlinear_group as _qlinear_group
     from ._core import rms_norm as _rms_norm
+    from ._core import rotary as _rotary
 except ImportError:  # extension not built: no direct layers (the modules run)
-    _rms_norm = _qlinear_group = None
+    _rms_norm = _qlinear_group = _rotary = None
 
 __all__ = ["LayerPlan", "direct_layers", "layer_plans"]
 
@@ -95,10 +96,13 @@ def _project_all(layers: tuple[QuantLinear, ...], x: torch.Tensor) -> list[torch
     return outs
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """transformers' `rotate_half`: the two halves of the last dimension swapped, the first negated."""
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def _rotated(x: torch.Tensor, cos: np.ndarray, sin: np.ndarray) -> torch.Tensor:
+    """transformers' `x * cos + rotate_half(x) * sin` for contiguous (rows, heads, dim) `x`, by
+    one kernel call with the same float32 operations."""
+    out = torch.empty_like(x)
+    if x.numel():
+        _rotary(x.numpy(), cos, sin, out.numpy())
+    return out
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,8 @@ class LayerPlan:
             if module is not None and norms[name] is None:
                 return None
         head_dim = int(attn.head_dim)
+        if head_dim % 2:
+            return None
         q_rows, k_rows = linears["q"].out_features, linears["k"].out_features  # type: ignore[union-attr]
         if q_rows % head_dim or k_rows % head_dim or linears["v"].out_features != k_rows:  # type: ignore[union-attr]
             return None
@@ -186,9 +192,8 @@ class LayerPlan:
             q = norm["q_norm"](q)  # type: ignore[misc]
         if norm.get("k_norm") is not None:
             k = norm["k_norm"](k)  # type: ignore[misc]
-        cos, sin = (t[0].unsqueeze(1) for t in position_embeddings)  # (rows, 1, head_dim)
-        q = (q * cos) + (_rotate_half(q) * sin)
-        k = (k * cos) + (_rotate_half(k) * sin)
+        cos, sin = (t.detach().reshape(rows, self.head_dim).contiguous().numpy() for t in position_embeddings)
+        q, k = _rotated(q, cos, sin), _rotated(k, cos, sin)
         q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, heads, rows, head_dim)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)

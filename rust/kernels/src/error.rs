@@ -36,4 +36,6 @@ pub enum KernelError {
     NormOutput { len: usize, expected: usize },
     #[error("attention: {0}")]
     Attention(String),
+    #[error("rotary embedding: {0}")]
+    Rotary(String),
 }

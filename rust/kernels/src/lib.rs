@@ -25,6 +25,7 @@ mod product;
 mod qlinear;
 mod quant_matrix;
 mod rms_norm;
+mod rotary;
 mod tile_kernel;
 
 pub use attention::{
@@ -44,3 +45,4 @@ pub use linear_rows::{linear_rows, linear_rows_portable};
 pub use qlinear::{qlinear, qlinear_portable};
 pub use quant_matrix::{MatrixError, QuantMatrix, SharedBytes};
 pub use rms_norm::{rms_norm, rms_norm_portable};
+pub use rotary::rotary;

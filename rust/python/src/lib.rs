@@ -15,6 +15,7 @@ mod gguf;
 mod kernels;
 mod norm;
 mod quant;
+mod rotary;
 mod session_table;
 mod stores;
 
@@ -31,6 +32,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kernels::linear_rows, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::kernels_use_simd, m)?)?;
     m.add_function(wrap_pyfunction!(norm::rms_norm, m)?)?;
+    m.add_function(wrap_pyfunction!(rotary::rotary, m)?)?;
     m.add_function(wrap_pyfunction!(attention::attention, m)?)?;
     m.add_class::<quant::PyQuantTensor>()?;
     m.add_function(wrap_pyfunction!(quant::qlinear_group, m)?)?;
