@@ -1,6 +1,9 @@
 //! Inputs shared by the kernels' criterion benches: the default model's matrix shapes, random
 //! valid GGUF-block matrices and deterministic input rows.
 
+// Each bench compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
 use hierdraft_kernels::{GgmlType, QuantMatrix};
 
 /// The LM head of the default model (Gemma 3 270M): type, rows, columns.
