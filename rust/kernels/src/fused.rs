@@ -1,4 +1,4 @@
-//! One or two input rows times a block-quantized matrix, on AVX2, without the scratch round trip:
+//! One to four input rows times a block-quantized matrix, on AVX2, without the scratch round trip:
 //! each group of 32 weight values is dequantized into registers (by the same decoder the
 //! dequantizer uses, so the values are identical) and multiplied into the accumulators at once.
 //! With so few input rows the product is bound by dequantization, and storing the values to
@@ -16,10 +16,10 @@ use crate::product::{chunk_rows, Part, SharedOut};
 use crate::quant_matrix::QuantMatrix;
 
 /// Input rows the fused path takes at most.
-pub(crate) const MAX_ROWS: usize = 2;
-/// Weight rows per kernel call for one input row (8 independent accumulators); half as many
-/// for two input rows.
-const WEIGHT_ROWS: usize = 8;
+pub(crate) const MAX_ROWS: usize = 4;
+/// Accumulators of one kernel call (8 of the 16 vector registers): weight rows per call times
+/// input rows.
+const ACCUMULATORS: usize = 8;
 
 /// Whether [`Fused`] computes `x · Wᵀ` for `rows` input rows of this matrix.
 pub(crate) fn applies(w: &QuantMatrix, rows: usize, simd: bool) -> bool {
@@ -49,7 +49,7 @@ impl<'a> Fused<'a> {
             && out.len() == rows * n
             && crate::cpu::simd_available()
             && applies(w, rows, true);
-        let chunk = chunk_rows(n, WEIGHT_ROWS);
+        let chunk = chunk_rows(n, ACCUMULATORS);
         Fused {
             x,
             w,
@@ -88,9 +88,10 @@ impl Part for Fused<'_> {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
+    use std::array::from_fn;
     use std::ops::Range;
 
-    use super::WEIGHT_ROWS;
+    use super::ACCUMULATORS;
     use crate::dequant::avx2::{factors, group, groups, ids, Factors};
     use crate::ggml_type::GgmlType;
     use crate::product::SharedOut;
@@ -118,9 +119,9 @@ mod avx2 {
         }
     }
 
-    /// Output columns `rows` for weights of type `T`, in groups of `WEIGHT_ROWS` (one input row)
-    /// or half as many (two); a last, partial group repeats its last row and writes only the
-    /// rows it has.
+    /// Output columns `rows` for weights of type `T`, in groups of `ACCUMULATORS / inputs` weight
+    /// rows (8 for one input row, 4 for two, 2 for three or four); a last, partial group repeats
+    /// its last row and writes only the rows it has.
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn rows_of<const T: u32>(
         x: &[f32],
@@ -130,11 +131,7 @@ mod avx2 {
     ) {
         let (n, k) = (w.rows(), w.cols());
         let inputs = x.len() / k;
-        let group_rows = if inputs == 1 {
-            WEIGHT_ROWS
-        } else {
-            WEIGHT_ROWS / 2
-        };
+        let group_rows = ACCUMULATORS / inputs.next_power_of_two();
         let data = w.data().as_ptr();
         let row_bytes = w.row_bytes();
         let mut start = rows.start;
@@ -151,12 +148,13 @@ mod avx2 {
             };
             // SAFETY: the rows exist (a.min(valid - 1) < valid), x holds `inputs` rows of k
             // values, outputs (b, start + a) for a < valid are ours to write.
+            let xs = |b: usize| x.as_ptr().wrapping_add(b * k);
             unsafe {
-                if inputs == 1 {
-                    kernel::<T, WEIGHT_ROWS, 1>(std::array::from_fn(row), [x.as_ptr()], call);
-                } else {
-                    let xs = [x.as_ptr(), x.as_ptr().wrapping_add(k)];
-                    kernel::<T, { WEIGHT_ROWS / 2 }, 2>(std::array::from_fn(row), xs, call);
+                match inputs {
+                    1 => kernel::<T, ACCUMULATORS, 1>(from_fn(row), [x.as_ptr()], call),
+                    2 => kernel::<T, { ACCUMULATORS / 2 }, 2>(from_fn(row), from_fn(xs), call),
+                    3 => kernel::<T, { ACCUMULATORS / 4 }, 3>(from_fn(row), from_fn(xs), call),
+                    _ => kernel::<T, { ACCUMULATORS / 4 }, 4>(from_fn(row), from_fn(xs), call),
                 }
             }
             start += valid;
