@@ -4,7 +4,10 @@ nodes) at a given context length, on the model hierdraft decodes with.
 
 For each context (tokens already in the KV cache) and row count it times, as hierdraft's decoding
 loop runs them (PyTorch on one thread, hierdraft's kernels on their own pool):
-- `body`: the transformer layers over the rows (the tree is one chain of n nodes);
+- `body`: the transformer layers over the rows (the tree is one chain of n nodes), through the
+  direct layers (`hierdraft.direct_layers`) where the model has them;
+- `modules`: the same through transformers' modules (the direct layers' reference, same bits), in
+  the same run;
 - `head 1`: the LM head over one row (what the greedy walk asks per accepted level);
 - `head all`: the LM head over every row at once;
 - `step`: body + one head row per accepted level for `--accepted` levels (the walk's cost).
@@ -23,6 +26,7 @@ import torch
 
 from hierdraft.cpu_attention import kernel_attention
 from hierdraft.cpu_matmul import kernel_linears, kernel_threads
+from hierdraft.direct_layers import direct_layers
 from hierdraft.kv_cache import TreeKVCache
 from hierdraft.models import load_model
 from hierdraft.tree_forward import apply_head
@@ -47,7 +51,7 @@ def main() -> None:
     vocab = layout.vocab_size or 1000
     rng = np.random.default_rng(0)
     print(f"model {type(model).__name__}, {'float32' if args.float else 'quantized'}, threads {args.threads}")
-    print(f"{'context':>7} {'rows':>4} | {'body':>7} {'head 1':>7} {'head all':>8} | {'step':>7}  (ms)")
+    print(f"{'context':>7} {'rows':>4} | {'body':>7} {'modules':>7} {'head 1':>7} {'head all':>8} | {'step':>7}  (ms)")
     with torch.inference_mode(), kernel_threads(model), kernel_linears(model), kernel_attention(model):
         for context in args.contexts:
             cache = TreeKVCache(layout)
@@ -72,12 +76,18 @@ def main() -> None:
                     hidden[:] = [out.last_hidden_state[0]]
                     cache.commit(rows, np.zeros(0, np.int64))  # keep nothing: the cache stays at `context`
 
-                body_ms = median_ms(body, args.repeats)
+                def direct_body() -> None:
+                    with direct_layers(model):
+                        body()
+
+                body_ms = median_ms(direct_body, args.repeats)
+                modules_ms = median_ms(body, args.repeats)
                 h = hidden[0]
                 head1 = median_ms(lambda: apply_head(model, h[:1]), args.repeats)
                 head_all = median_ms(lambda: apply_head(model, h), args.repeats)
                 step = body_ms + head1 * min(rows, 1 + args.accepted)
-                print(f"{context:>7} {rows:>4} | {body_ms:>7.1f} {head1:>7.1f} {head_all:>8.1f} | {step:>7.1f}", flush=True)
+                print(f"{context:>7} {rows:>4} | {body_ms:>7.1f} {modules_ms:>7.1f} {head1:>7.1f} {head_all:>8.1f} | {step:>7.1f}",
+                      flush=True)
 
 
 if __name__ == "__main__":
