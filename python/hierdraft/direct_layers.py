@@ -48,49 +48,19 @@ LAYOUTS = {"Gemma3DecoderLayer": "sandwich", "LlamaDecoderLayer": "pre"}
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-@dataclass(frozen=True)
-class _Norm:
-    """A fused RMS norm's scale (as an array the kernel reads) and epsilon."""
-
-    scale: np.ndarray
-    eps: float
-
-    @staticmethod
-    def of(module: Any) -> _Norm | None:
-        if type(module) is not FusedRMSNorm:
-            return None
-        return _Norm(module.scale.numpy(), float(module.eps))
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """The norm of every row of `x` (float32, contiguous; last dimension = the scale's)."""
-        out = torch.empty_like(x)
-        if x.numel():
-            width = self.scale.shape[0]
-            _rms_norm(x.view(-1, width).numpy(), self.scale, self.eps, out.view(-1, width).numpy())
-        return out
+def _norm(module: Any) -> FusedRMSNorm | None:
+    return module if type(module) is FusedRMSNorm else None
 
 
 def _linear(module: Any) -> QuantLinear | None:
     return module if type(module) is QuantLinear else None
 
 
-def _project(layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
-    """`layer(x)` for a contiguous (rows, in_features) float32 `x`: `QuantLinear.forward` without
-    its per-call checks (the plan checked the layer once; the inputs come from the plan itself)."""
-    out = torch.empty(x.shape[0], layer.out_features, dtype=torch.float32)
-    if x.shape[0]:
-        product = layer.qweight.linear if layer.numerics == "fp32" else layer.qweight.linear_int8
-        product(x.numpy(), out.numpy())
-    if layer.bias is not None:
-        out += layer.bias
-    return out
-
-
 def _project_all(layers: tuple[QuantLinear, ...], x: torch.Tensor) -> list[torch.Tensor]:
     """`[layer(x) for layer in layers]`: in one kernel dispatch when the float32 products have no
     bias (`qlinear_group` equals the separate products bit for bit), else one by one."""
     if x.shape[0] == 0 or any(layer.numerics != "fp32" or layer.bias is not None for layer in layers):
-        return [_project(layer, x) for layer in layers]
+        return [layer.project(x) for layer in layers]
     outs = [torch.empty(x.shape[0], layer.out_features, dtype=torch.float32) for layer in layers]
     _qlinear_group(x.numpy(), [layer.qweight for layer in layers], [out.numpy() for out in outs])
     return outs
@@ -112,7 +82,7 @@ class LayerPlan:
     layout: str
     layer_idx: int
     attention: Any
-    norms: dict[str, _Norm | None]
+    norms: dict[str, FusedRMSNorm | None]
     linears: dict[str, QuantLinear]
     act: Callable[[torch.Tensor], torch.Tensor]
     heads: int
@@ -138,12 +108,12 @@ class LayerPlan:
         norm_names = ["input_layernorm", "post_attention_layernorm"]
         if layout == "sandwich":
             norm_names += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
-        norms = {name: _Norm.of(getattr(layer, name, None)) for name in norm_names}
+        norms = {name: _norm(getattr(layer, name, None)) for name in norm_names}
         if any(n is None for n in norms.values()):
             return None
         for name in ("q_norm", "k_norm"):
             module = getattr(attn, name, None)
-            norms[name] = None if module is None else _Norm.of(module)
+            norms[name] = None if module is None else _norm(module)
             if module is not None and norms[name] is None:
                 return None
         head_dim = int(attn.head_dim)
@@ -183,15 +153,15 @@ class LayerPlan:
         rows, width = hidden_states.shape[1], hidden_states.shape[2]
         x = hidden_states.detach().reshape(rows, width).contiguous()
 
-        h = norm["input_layernorm"](x)  # type: ignore[misc]
+        h = norm["input_layernorm"].normalize(x)  # type: ignore[union-attr]
         q, k, v = _project_all((lin["q"], lin["k"], lin["v"]), h)
         q = q.view(rows, self.heads, self.head_dim)
         k = k.view(rows, self.kv_heads, self.head_dim)
         v = v.view(rows, self.kv_heads, self.head_dim)
         if norm.get("q_norm") is not None:
-            q = norm["q_norm"](q)  # type: ignore[misc]
+            q = norm["q_norm"].normalize(q)  # type: ignore[union-attr]
         if norm.get("k_norm") is not None:
-            k = norm["k_norm"](k)  # type: ignore[misc]
+            k = norm["k_norm"].normalize(k)  # type: ignore[union-attr]
         cos, sin = (t.detach().reshape(rows, self.head_dim).contiguous().numpy() for t in position_embeddings)
         q, k = _rotated(q, cos, sin), _rotated(k, cos, sin)
         q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, heads, rows, head_dim)
@@ -200,18 +170,18 @@ class LayerPlan:
         attended, _ = kernel_attention_forward(
             self.attention, q, k, v, attention_mask, scaling=self.scaling, sliding_window=self.sliding_window
         )
-        a = _project(lin["o"], attended.reshape(rows, -1))
+        a = lin["o"].project(attended.reshape(rows, -1))
 
         if self.layout == "sandwich":
-            x = x + norm["post_attention_layernorm"](a)  # type: ignore[misc]
-            h = norm["pre_feedforward_layernorm"](x)  # type: ignore[misc]
+            x = x + norm["post_attention_layernorm"].normalize(a)  # type: ignore[union-attr]
+            h = norm["pre_feedforward_layernorm"].normalize(x)  # type: ignore[union-attr]
         else:
             x = x + a
-            h = norm["post_attention_layernorm"](x)  # type: ignore[misc]
+            h = norm["post_attention_layernorm"].normalize(x)  # type: ignore[union-attr]
         gate, up = _project_all((lin["gate"], lin["up"]), h)
-        m = _project(lin["down"], self.act(gate) * up)
+        m = lin["down"].project(self.act(gate) * up)
         if self.layout == "sandwich":
-            m = norm["post_feedforward_layernorm"](m)  # type: ignore[misc]
+            m = norm["post_feedforward_layernorm"].normalize(m)  # type: ignore[union-attr]
         return (x + m).view(1, rows, width)
 
 

@@ -49,15 +49,20 @@ class FusedRMSNorm(nn.Module):
         self.register_buffer("scale", (original.weight.detach().float() + shift).contiguous(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from ._core import rms_norm
-
         if x.dtype != torch.float32 or x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()):
             return self.original(x)
-        flat = x.detach().reshape(-1, self.scale.shape[0]).contiguous()
-        out = torch.empty_like(flat)
-        if flat.shape[0]:
-            rms_norm(flat.numpy(), self.scale.numpy(), self.eps, out.numpy())
-        return out.view(x.shape)
+        return self.normalize(x.detach().contiguous())
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The norm of every row of `x`, a contiguous float32 CPU tensor whose last dimension is
+        the norm's (checked by `forward`, or by a caller that made `x` itself)."""
+        from ._core import rms_norm
+
+        out = torch.empty_like(x)
+        if x.numel():
+            width = self.scale.shape[0]
+            rms_norm(x.view(-1, width).numpy(), self.scale.numpy(), self.eps, out.view(-1, width).numpy())
+        return out
 
     def extra_repr(self) -> str:
         return f"{type(self.original).__name__}{tuple(self.scale.shape)}, eps={self.eps}"

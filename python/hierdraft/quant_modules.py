@@ -68,13 +68,18 @@ class QuantLinear(nn.Module):
         if x.dtype != COMPUTE_DTYPE:
             raise TypeError(f"QuantLinear computes in float32; got {x.dtype} input")
         flat = x.detach().reshape(-1, self.in_features).contiguous()
+        return self.project(flat).reshape(*x.shape[:-1], self.out_features)
+
+    def project(self, flat: torch.Tensor) -> torch.Tensor:
+        """The layer's output for `flat`, a contiguous float32 CPU tensor (rows, in_features) that
+        `forward` checked (or a caller that made it itself: `hierdraft.direct_layers`)."""
         out = torch.empty(flat.shape[0], self.out_features, dtype=COMPUTE_DTYPE)
         if flat.shape[0]:
             product = self.qweight.linear if self.numerics == "fp32" else self.qweight.linear_int8
             product(flat.numpy(), out.numpy())
         if self.bias is not None:
             out += self.bias
-        return out.reshape(*x.shape[:-1], self.out_features)
+        return out
 
     def extra_repr(self) -> str:
         return (
