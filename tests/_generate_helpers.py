@@ -7,6 +7,8 @@ with `hierdraft.drafting.PyDraftTree`. Oracle-based drafters know the true greed
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 
@@ -23,13 +25,17 @@ PROMPTS: list[list[int]] = [
     [9, 8, 7, 6, 5, 4, 3, 9, 8, 7, 6, 5, 4, 3, 9, 8],
 ]
 
-_REFERENCE: dict[tuple, list[int]] = {}
+# model -> {(prompt, max_new_tokens, eos): tokens}. Weakly keyed on the model itself: a key of
+# id(model) outlives the model, and a later model allocated at the same address would be handed
+# the first model's reference (a test failing only in the full suite).
+_REFERENCE: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, list[int]]]" = weakref.WeakKeyDictionary()
 
 
 def greedy_reference(model, prompt: list[int], max_new_tokens: int, eos_token_id=None) -> list[int]:
     """New tokens of model.generate(do_sample=False), memoised."""
-    key = (id(model), tuple(prompt), max_new_tokens, str(eos_token_id))
-    if key not in _REFERENCE:
+    memo = _REFERENCE.setdefault(model, {})
+    key = (tuple(prompt), max_new_tokens, str(eos_token_id))
+    if key not in memo:
         kwargs = {}
         if eos_token_id is not None:
             kwargs["eos_token_id"] = eos_token_id
@@ -41,8 +47,8 @@ def greedy_reference(model, prompt: list[int], max_new_tokens: int, eos_token_id
                 attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
                 **kwargs,
             )
-        _REFERENCE[key] = out[0, len(prompt) :].tolist()
-    return _REFERENCE[key]
+        memo[key] = out[0, len(prompt) :].tolist()
+    return memo[key]
 
 
 class _Session:

@@ -23,7 +23,7 @@ from hierdraft.quant_modules import dequantized_model, set_numerics
 from hierdraft.tree_mask import build_tree_inputs
 from hierdraft.tree_probe import check_tree_attention
 
-pytestmark = pytest.mark.skipif(direct_layers._rms_norm is None, reason="needs hierdraft._core")
+pytestmark = pytest.mark.skipif(direct_layers._rotary is None, reason="needs hierdraft._core")
 
 
 @pytest.fixture(scope="module")

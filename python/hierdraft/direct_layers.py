@@ -6,9 +6,11 @@ kernels that take a few microseconds. Within `direct_layers(model)`, every decod
 architecture whose linears are `QuantLinear`s and whose norms are `FusedRMSNorm`s runs as one
 function (`LayerPlan.forward`) instead.
 
-The rule: the function makes the same arithmetic as the modules, in the same order, with the same
-kernels (`QuantTensor.linear` / `linear_int8`, `rms_norm`, the attention kernel) and the same
-PyTorch element-wise operations (rotary embedding, activation, residual sums). Its outputs are
+The rule: the function makes the same arithmetic as the modules, in the same order: the modules'
+own kernel calls (`QuantLinear.project`, with `qlinear_group` where it equals separate products,
+`FusedRMSNorm.normalize`, the attention kernel), a rotary kernel with PyTorch's float32
+operations (`hierdraft._core.rotary`), and PyTorch's element-wise operations for the activation
+and the residual sums. Its outputs are
 therefore the modules' outputs bit for bit, which `tests/test_direct_layers.py` checks; every
 exactness property of the module path carries over. Layers of other classes, or with parts it does
 not know, keep their modules.
@@ -34,10 +36,9 @@ from .quant_modules import QuantLinear
 
 try:
     from ._core import qlinear_group as _qlinear_group
-    from ._core import rms_norm as _rms_norm
     from ._core import rotary as _rotary
 except ImportError:  # extension not built: no direct layers (the modules run)
-    _rms_norm = _qlinear_group = _rotary = None
+    _qlinear_group = _rotary = None
 
 __all__ = ["LayerPlan", "direct_layers", "layer_plans"]
 
@@ -96,7 +97,7 @@ class LayerPlan:
         """The plan of `layer`, or None when this module cannot run it bit for bit as the layer."""
         layout = LAYOUTS.get(type(layer).__name__)
         attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
-        if layout is None or attn is None or mlp is None or _rms_norm is None:
+        if layout is None or attn is None or mlp is None or _rotary is None:
             return None
         if getattr(attn.config, "attn_logit_softcapping", None) is not None:
             return None

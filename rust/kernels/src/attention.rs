@@ -272,6 +272,19 @@ impl<'a> Job<'a> {
         }
     }
 
+    /// The dot products of query row `i` of heads `h0 .. h0 + N` with every key row of `keys`,
+    /// into `scores[t * keys.len() + s]` (head h0 + t, key s).
+    fn score<const N: usize>(&self, i: usize, h0: usize, keys: &[&[f32]], scores: &mut [f32]) {
+        let d = &self.dims;
+        let queries: [&[f32]; N] =
+            std::array::from_fn(|t| &self.q[((h0 + t) * d.queries + i) * d.dim..][..d.dim]);
+        for (s, key) in keys.iter().enumerate() {
+            for (t, p) in dots(key, queries, self.simd).into_iter().enumerate() {
+                scores[t * keys.len() + s] = p;
+            }
+        }
+    }
+
     /// The results of query row `i` for heads `h0 .. h0 + n` (n <= HEADS_AT_ONCE, all sharing
     /// one KV head) into `dst` (`n x dim`), each in the order of the module docs: the heads only
     /// share the reads of the key and value rows.
@@ -288,18 +301,14 @@ impl<'a> Job<'a> {
         if seen == 0 {
             return;
         }
-        // Rows past `n` repeat the last head; their results are dropped.
-        let queries: [&[f32]; HEADS_AT_ONCE] = std::array::from_fn(|t| {
-            let h = h0 + t.min(n - 1);
-            &self.q[(h * d.queries + i) * d.dim..][..d.dim]
-        });
         // scores[t * seen + s]: head h0 + t, the s-th visible key
         let mut scores = vec![0f32; n * seen];
-        for (s, &j) in visible.iter().enumerate() {
-            let products = dots(row_of(k, j), queries, self.simd);
-            for (t, &p) in products.iter().enumerate().take(n) {
-                scores[t * seen + s] = p;
-            }
+        let keys: Vec<&[f32]> = visible.iter().map(|&j| row_of(k, j)).collect();
+        match n {
+            1 => self.score::<1>(i, h0, &keys, &mut scores),
+            2 => self.score::<2>(i, h0, &keys, &mut scores),
+            3 => self.score::<3>(i, h0, &keys, &mut scores),
+            _ => self.score::<HEADS_AT_ONCE>(i, h0, &keys, &mut scores),
         }
         let mut sums = [0f32; HEADS_AT_ONCE];
         for (t, head) in scores.chunks_exact_mut(seen).enumerate() {
