@@ -37,8 +37,9 @@ def quantized_lm(request, gguf_files):
 
 
 def _steps(model, use_direct: bool, monkeypatch) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Logits of a prompt, then of three tree steps (each keeping one accepted path), and the
-    cache's keys and values at the end."""
+    """Logits of a prompt, then of four tree steps (each keeping one accepted path), and the
+    cache's keys and values at the end. The last step outgrows the cache's first buffers (64
+    entries), so the layers move to new ones mid-run."""
     if not use_direct:
         monkeypatch.setattr(tree_forward, "direct_layers", lambda m: contextlib.nullcontext())
     else:
@@ -54,7 +55,7 @@ def _steps(model, use_direct: bool, monkeypatch) -> tuple[list[torch.Tensor], li
         inputs = build_tree_inputs(layout, prompt, empty, empty, empty, 0, cache.cached_lengths())
         out.append(tree_forward.forward_tree(model, layout, cache.cache, inputs).all())
         cache.commit(len(prompt), np.arange(len(prompt)))
-        for n in (1, 7, 12):
+        for n in (1, 7, 12, 40):
             parents = np.array([i // 2 - 1 for i in range(n)], dtype=np.int64)
             depths = np.zeros(n, np.int64)
             for i, p in enumerate(parents):
@@ -80,7 +81,7 @@ def test_direct_layers_equal_the_modules_bit_for_bit(quantized_lm, numerics, mon
         want_logits, want_kv = _steps(model, False, monkeypatch)
     finally:
         set_numerics(model, "fp32")
-    assert len(got_logits) == len(want_logits) == 4
+    assert len(got_logits) == len(want_logits) == 5
     for got, want in zip(got_logits, want_logits):
         assert got.shape == want.shape
         assert torch.equal(got, want)

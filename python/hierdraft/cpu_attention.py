@@ -22,6 +22,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
 from .cpu_matmul import uses_kernels
@@ -31,7 +32,7 @@ try:
 except ImportError:  # extension not built (pure-Python tests): PyTorch's own attention
     _attention = None
 
-__all__ = ["ATTENTION_NAME", "kernel_attention", "kernel_attention_forward"]
+__all__ = ["ATTENTION_NAME", "attend", "kernel_attention", "kernel_attention_forward", "visible_keys"]
 
 ATTENTION_NAME = "hierdraft_cpu"
 _REGISTERED = False
@@ -82,10 +83,34 @@ def kernel_attention_forward(
     if v.stride(-1) != 1:
         v = v.contiguous()
     out = torch.empty(queries, heads, dim, dtype=torch.float32)
-    mask = None if attention_mask is None else _visible(attention_mask, queries, keys).numpy()
-    window = sliding_window if mask is None else None
-    _attention(q.numpy(), k.numpy(), v.numpy(), out.numpy(), float(scaling), mask, window, softcap)
+    visible = None if attention_mask is None else visible_keys(attention_mask, queries, keys)
+    attend(q.numpy(), k.numpy(), v.numpy(), out.numpy(), float(scaling), visible, sliding_window, softcap)
     return out.unsqueeze(0), None
+
+
+def visible_keys(mask: torch.Tensor, queries: int, keys: int) -> np.ndarray:
+    """The (queries, keys) boolean array of which keys each query row sees, from a transformers
+    attention mask (see `_visible`)."""
+    return _visible(mask, queries, keys).numpy()
+
+
+def attend(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    out: np.ndarray,
+    scaling: float,
+    visible: np.ndarray | None,
+    sliding_window: int | None,
+    softcap: float | None,
+) -> None:
+    """The attention kernel on arrays: q (heads, queries, dim), k and v (kv_heads, keys, dim),
+    into out (queries, heads, dim). Without a mask the queries are the sequence's last positions,
+    causal within `sliding_window`; a mask says everything itself."""
+    if _attention is None:
+        raise RuntimeError("hierdraft._core is not built: its attention kernel is unavailable")
+    window = sliding_window if visible is None else None
+    _attention(q, k, v, out, scaling, visible, window, softcap)
 
 
 def _register() -> None:

@@ -7,13 +7,19 @@ architecture whose linears are `QuantLinear`s and whose norms are `FusedRMSNorm`
 function (`LayerPlan.forward`) instead.
 
 The rule: the function makes the same arithmetic as the modules, in the same order: the modules'
-own kernel calls (`QuantLinear.project`, with `qlinear_group` where it equals separate products,
-`FusedRMSNorm.normalize`, the attention kernel), a rotary kernel with PyTorch's float32
-operations (`hierdraft._core.rotary`), and PyTorch's element-wise operations for the activation
-and the residual sums. Its outputs are
-therefore the modules' outputs bit for bit, which `tests/test_direct_layers.py` checks; every
-exactness property of the module path carries over. Layers of other classes, or with parts it does
-not know, keep their modules.
+own kernel calls (`QuantLinear.project_array`, with `qlinear_group` where it equals separate
+products, `FusedRMSNorm.normalize_array`, the attention kernel), a rotary kernel with PyTorch's
+float32 operations (`hierdraft._core.rotary`), the model's own activation module, and float32
+element-wise products and sums (one IEEE rounding each, the same in numpy as in PyTorch). Its
+outputs are therefore the modules' outputs bit for bit, which `tests/test_direct_layers.py`
+checks; every exactness property of the module path carries over. Layers of other classes, or
+with parts it does not know, keep their modules.
+
+Between the kernel calls the function works on numpy arrays, not tensors: on this project's
+machines a PyTorch operation's dispatch costs several times a numpy one, and a step makes
+hundreds of them. The new keys and values go straight into the cache's buffers
+(`PrunableLayer.append_arrays`), and what every layer of one forward derives from the same
+tensors (the attention mask's visibility, the rotary tables) is made once (`_Memo`).
 
 Known layouts: Gemma 3 (norms around both the attention and the MLP, per-head query/key norms)
 and Llama (a norm before each).
@@ -22,6 +28,7 @@ and Llama (a norm before each).
 from __future__ import annotations
 
 import contextlib
+import functools
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,8 +37,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .cpu_attention import kernel_attention_forward
+from .cpu_attention import attend, visible_keys
 from .fused_norm import FusedRMSNorm
+from .kv_cache import PrunableLayer
 from .quant_modules import QuantLinear
 
 try:
@@ -57,23 +65,48 @@ def _linear(module: Any) -> QuantLinear | None:
     return module if type(module) is QuantLinear else None
 
 
-def _project_all(layers: tuple[QuantLinear, ...], x: torch.Tensor) -> list[torch.Tensor]:
-    """`[layer(x) for layer in layers]`: in one kernel dispatch when the float32 products have no
-    bias (`qlinear_group` equals the separate products bit for bit), else one by one."""
+def _project_all(layers: tuple[QuantLinear, ...], x: np.ndarray) -> list[np.ndarray]:
+    """`[layer(x) for layer in layers]` on arrays: in one kernel dispatch when the float32
+    products have no bias (`qlinear_group` equals the separate products bit for bit), else one by
+    one."""
+    outs = [np.empty((x.shape[0], layer.out_features), dtype=np.float32) for layer in layers]
     if x.shape[0] == 0 or any(layer.numerics != "fp32" or layer.bias is not None for layer in layers):
-        return [layer.project(x) for layer in layers]
-    outs = [torch.empty(x.shape[0], layer.out_features, dtype=torch.float32) for layer in layers]
-    _qlinear_group(x.numpy(), [layer.qweight for layer in layers], [out.numpy() for out in outs])
+        for layer, out in zip(layers, outs):
+            layer.project_array(x, out)
+    else:
+        _qlinear_group(x, [layer.qweight for layer in layers], outs)
     return outs
 
 
-def _rotated(x: torch.Tensor, cos: np.ndarray, sin: np.ndarray) -> torch.Tensor:
+def _normalized(norm: FusedRMSNorm, x: np.ndarray) -> np.ndarray:
+    out = np.empty_like(x)
+    norm.normalize_array(x, out)
+    return out
+
+
+def _rotated(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     """transformers' `x * cos + rotate_half(x) * sin` for contiguous (rows, heads, dim) `x`, by
     one kernel call with the same float32 operations."""
-    out = torch.empty_like(x)
-    if x.numel():
-        _rotary(x.numpy(), cos, sin, out.numpy())
+    out = np.empty_like(x)
+    if x.size:
+        _rotary(x, cos, sin, out)
     return out
+
+
+class _Memo:
+    """Arrays derived from the tensors every layer of one forward receives (the attention masks,
+    the rotary tables), made once per forward. Each entry keeps its tensor alive, so that no other
+    tensor can take its id while the memo lives (one `direct_layers` block)."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[int, int, int], tuple[torch.Tensor, Any]] = {}
+
+    def get(self, tensor: torch.Tensor, a: int, b: int, make: Callable[[], Any]) -> Any:
+        key = (id(tensor), a, b)
+        hit = self._found.get(key)
+        if hit is None or hit[0] is not tensor:
+            hit = self._found[key] = (tensor, make())
+        return hit[1]
 
 
 @dataclass(frozen=True)
@@ -144,46 +177,75 @@ class LayerPlan:
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: Any = None,
         past_key_values: Any = None,
+        memo: _Memo | None = None,
         **_: Any,
     ) -> torch.Tensor:
-        """The layer's output for `hidden_states` (1, rows, hidden), as the module computes it."""
+        """The layer's output for `hidden_states` (1, rows, hidden), as the module computes it.
+
+        The work between kernel calls is done on numpy arrays (views, no copies where the module
+        makes none): a tensor operation costs several times a numpy one, and a step of a small
+        model makes hundreds of them."""
         if hidden_states.dim() != 3 or hidden_states.shape[0] != 1 or position_embeddings is None:
             raise ValueError("direct layers compute one sequence with its position embeddings")
+        memo = memo if memo is not None else _Memo()
         cache = cache if cache is not None else past_key_values
         lin, norm = self.linears, self.norms
         rows, width = hidden_states.shape[1], hidden_states.shape[2]
-        x = hidden_states.detach().reshape(rows, width).contiguous()
+        x = hidden_states.detach().reshape(rows, width).contiguous().numpy()
 
-        h = norm["input_layernorm"].normalize(x)  # type: ignore[union-attr]
+        h = _normalized(norm["input_layernorm"], x)  # type: ignore[arg-type]
         q, k, v = _project_all((lin["q"], lin["k"], lin["v"]), h)
-        q = q.view(rows, self.heads, self.head_dim)
-        k = k.view(rows, self.kv_heads, self.head_dim)
-        v = v.view(rows, self.kv_heads, self.head_dim)
+        q = q.reshape(rows, self.heads, self.head_dim)
+        k = k.reshape(rows, self.kv_heads, self.head_dim)
+        v = v.reshape(rows, self.kv_heads, self.head_dim)
         if norm.get("q_norm") is not None:
-            q = norm["q_norm"].normalize(q)  # type: ignore[union-attr]
+            q = _normalized(norm["q_norm"], q)  # type: ignore[arg-type]
         if norm.get("k_norm") is not None:
-            k = norm["k_norm"].normalize(k)  # type: ignore[union-attr]
-        cos, sin = (t.detach().reshape(rows, self.head_dim).contiguous().numpy() for t in position_embeddings)
-        q, k = _rotated(q, cos, sin), _rotated(k, cos, sin)
-        q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, heads, rows, head_dim)
-        if cache is not None:
-            k, v = cache.update(k, v, self.layer_idx)
-        attended, _ = kernel_attention_forward(
-            self.attention, q, k, v, attention_mask, scaling=self.scaling, sliding_window=self.sliding_window
+            k = _normalized(norm["k_norm"], k)  # type: ignore[arg-type]
+        cos, sin = (
+            memo.get(t, rows, self.head_dim, lambda t=t: t.detach().reshape(rows, self.head_dim).contiguous().numpy())
+            for t in position_embeddings
         )
-        a = lin["o"].project(attended.reshape(rows, -1))
+        q, k = _rotated(q, cos, sin), _rotated(k, cos, sin)
+        keys, values = self._cached(cache, k, v)
+        visible = None
+        if attention_mask is not None:
+            total = keys.shape[-2]
+            visible = memo.get(attention_mask, rows, total, lambda: visible_keys(attention_mask, rows, total))
+        attended = np.empty((rows, self.heads, self.head_dim), dtype=np.float32)
+        attend(np.ascontiguousarray(q.transpose(1, 0, 2)), keys, values, attended,
+               self.scaling, visible, self.sliding_window, None)
+        a = np.empty((rows, lin["o"].out_features), dtype=np.float32)
+        lin["o"].project_array(attended.reshape(rows, -1), a)
 
         if self.layout == "sandwich":
-            x = x + norm["post_attention_layernorm"].normalize(a)  # type: ignore[union-attr]
-            h = norm["pre_feedforward_layernorm"].normalize(x)  # type: ignore[union-attr]
+            x = x + _normalized(norm["post_attention_layernorm"], a)  # type: ignore[arg-type]
+            h = _normalized(norm["pre_feedforward_layernorm"], x)  # type: ignore[arg-type]
         else:
             x = x + a
-            h = norm["post_attention_layernorm"].normalize(x)  # type: ignore[union-attr]
+            h = _normalized(norm["post_attention_layernorm"], x)  # type: ignore[arg-type]
         gate, up = _project_all((lin["gate"], lin["up"]), h)
-        m = lin["down"].project(self.act(gate) * up)
+        mixed = self.act(torch.from_numpy(gate)).numpy() * up
+        m = np.empty((rows, lin["down"].out_features), dtype=np.float32)
+        lin["down"].project_array(mixed, m)
         if self.layout == "sandwich":
-            m = norm["post_feedforward_layernorm"].normalize(m)  # type: ignore[union-attr]
-        return (x + m).view(1, rows, width)
+            m = _normalized(norm["post_feedforward_layernorm"], m)  # type: ignore[arg-type]
+        return torch.from_numpy(x + m).view(1, rows, width)
+
+
+    def _cached(self, cache: Any, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The layer's keys and values, (kv_heads, entries, head_dim), once `k` and `v` (rows,
+        kv_heads, head_dim) are appended to `cache` (if any)."""
+        layers = getattr(cache, "layers", None)
+        layer = layers[self.layer_idx] if layers is not None and self.layer_idx < len(layers) else None
+        if isinstance(layer, PrunableLayer) and not getattr(cache, "offloading", False):
+            return layer.append_arrays(k, v)
+        # (1, kv_heads, rows, head_dim) views, as the modules hand them to the cache
+        keys, values = (torch.from_numpy(t).permute(1, 0, 2).unsqueeze(0) for t in (k, v))
+        if cache is not None:
+            keys, values = cache.update(keys, values, self.layer_idx)
+        keys, values = keys.detach()[0], values.detach()[0]
+        return (t.numpy() if t.stride(-1) == 1 else t.contiguous().numpy() for t in (keys, values))  # type: ignore[return-value]
 
 
 def layer_plans(model: Any) -> list[tuple[Any, LayerPlan]]:
@@ -206,8 +268,9 @@ def layer_plans(model: Any) -> list[tuple[Any, LayerPlan]]:
 def direct_layers(model: Any) -> Iterator[None]:
     """Within the block, the decoder layers `layer_plans` finds run as their plans' `forward`."""
     found = layer_plans(model)
+    memo = _Memo()
     for layer, plan in found:
-        layer.forward = plan.forward
+        layer.forward = functools.partial(plan.forward, memo=memo)
     try:
         yield
     finally:

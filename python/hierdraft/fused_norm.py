@@ -12,8 +12,14 @@ the original modules back (the float reference model of the exactness tests).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+
+try:
+    from ._core import rms_norm as _rms_norm
+except ImportError:  # extension not built: no GGUF models, the only ones whose norms are fused
+    _rms_norm = None
 
 __all__ = ["FusedRMSNorm", "fuse_norms", "unfuse_norms", "NORM_SHIFT"]
 
@@ -56,13 +62,17 @@ class FusedRMSNorm(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """The norm of every row of `x`, a contiguous float32 CPU tensor whose last dimension is
         the norm's (checked by `forward`, or by a caller that made `x` itself)."""
-        from ._core import rms_norm
-
         out = torch.empty_like(x)
-        if x.numel():
-            width = self.scale.shape[0]
-            rms_norm(x.view(-1, width).numpy(), self.scale.numpy(), self.eps, out.view(-1, width).numpy())
+        self.normalize_array(x.numpy(), out.numpy())
         return out
+
+    def normalize_array(self, x: np.ndarray, out: np.ndarray) -> None:
+        """`normalize` on C-ordered float32 arrays: the norm of every row of `x` into `out` (same
+        shape, last dimension the norm's). `hierdraft.direct_layers` calls it with its own arrays."""
+        if x.size:
+            scale = self._buffers["scale"].numpy()
+            width = scale.shape[0]
+            _rms_norm(x.reshape(-1, width), scale, self.eps, out.reshape(-1, width))
 
     def extra_repr(self) -> str:
         return f"{type(self.original).__name__}{tuple(self.scale.shape)}, eps={self.eps}"

@@ -34,14 +34,14 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installed transformers
     raise ImportError("hierdraft needs transformers >= 4.56 (cache layers API)") from exc
 
-__all__ = ["TreeKVCache"]
+__all__ = ["PrunableLayer", "TreeKVCache"]
 
 
 # Entries of room a layer's buffer starts with (it doubles when full).
 MIN_CAPACITY = 64
 
 
-class _PrunableLayer(DynamicLayer):
+class PrunableLayer(DynamicLayer):
     """A dynamic layer that appends during a forward and keeps a chosen subset afterwards.
 
     `keys` / `values` are views `[start, start + held)` of `_key_buf` / `_value_buf` along the
@@ -57,19 +57,51 @@ class _PrunableLayer(DynamicLayer):
         self._key_buf: torch.Tensor | None = None
         self._value_buf: torch.Tensor | None = None
         self._start = 0
+        self._array_of: torch.Tensor | None = None  # the buffer `_array_views` views
+        self._array_views: tuple[np.ndarray, np.ndarray] = ()  # type: ignore[assignment]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        end, q = self._reserve(key_states, value_states)
+        assert self._key_buf is not None and self._value_buf is not None
+        self._key_buf[..., end : end + q, :] = key_states
+        self._value_buf[..., end : end + q, :] = value_states
+        self._appended(q)
+        return self.keys, self.values
+
+    def append_arrays(self, keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`update` for one sequence's new entries as float32 arrays (rows, kv_heads, dim), the
+        layout the projections produce; returns every held entry as (kv_heads, entries, dim)
+        array views of the buffers (what the attention kernel reads)."""
+        # (1, kv_heads, rows, dim) views: the shapes and dtype `update` would be given
+        key_states, value_states = (torch.from_numpy(t).permute(1, 0, 2).unsqueeze(0) for t in (keys, values))
+        end, q = self._reserve(key_states, value_states)
+        key_buf, value_buf = self._arrays
+        key_buf[0, :, end : end + q] = keys.transpose(1, 0, 2)
+        value_buf[0, :, end : end + q] = values.transpose(1, 0, 2)
+        self._appended(q)
+        start, stop = self._start, end + q
+        return key_buf[0, :, start:stop], value_buf[0, :, start:stop]
+
+    def _reserve(self, key_states: torch.Tensor, value_states: torch.Tensor) -> tuple[int, int]:
+        """Room for the new entries: returns where they go in the buffers and how many there are."""
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         held, q = self.held(), key_states.shape[-2]
         self._make_room(key_states, value_states, held + q)
-        assert self._key_buf is not None and self._value_buf is not None
-        end = self._start + held
-        self._key_buf[..., end : end + q, :] = key_states
-        self._value_buf[..., end : end + q, :] = value_states
-        self._view(held + q)
+        return self._start + held, q
+
+    def _appended(self, q: int) -> None:
+        self._view(self.held() + q)
         self.cumulative_length += q
-        return self.keys, self.values
+
+    @property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The buffers as arrays (made once per buffer)."""
+        if self._array_of is not self._key_buf:
+            assert self._key_buf is not None and self._value_buf is not None
+            self._array_views = (self._key_buf.numpy(), self._value_buf.numpy())
+            self._array_of = self._key_buf
+        return self._array_views
 
     def _make_room(self, key_states: torch.Tensor, value_states: torch.Tensor, needed: int) -> None:
         """Make the buffers hold `needed` entries from `_start` on: compact or grow them."""
@@ -125,9 +157,9 @@ class _PrunableLayer(DynamicLayer):
 
 
 class _TreeCache(DynamicCache):
-    """A DynamicCache made of `_PrunableLayer`s (one per decoder layer)."""
+    """A DynamicCache made of `PrunableLayer`s (one per decoder layer)."""
 
-    def __init__(self, layers: list[_PrunableLayer]) -> None:  # noqa: D107 - bypasses DynamicCache's config logic
+    def __init__(self, layers: list[PrunableLayer]) -> None:  # noqa: D107 - bypasses DynamicCache's config logic
         super(DynamicCache, self).__init__(layers=list(layers))
 
 
@@ -137,7 +169,7 @@ class TreeKVCache:
     def __init__(self, layout: AttentionLayout) -> None:
         self.layout = layout
         self.layers = [
-            _PrunableLayer(layout.sliding_window if t == SLIDING else None) for t in layout.layer_types
+            PrunableLayer(layout.sliding_window if t == SLIDING else None) for t in layout.layer_types
         ]
         self.cache = _TreeCache(self.layers)
         self.length = 0  # committed tokens (positions 0..length-1)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -74,12 +75,17 @@ class QuantLinear(nn.Module):
         """The layer's output for `flat`, a contiguous float32 CPU tensor (rows, in_features) that
         `forward` checked (or a caller that made it itself: `hierdraft.direct_layers`)."""
         out = torch.empty(flat.shape[0], self.out_features, dtype=COMPUTE_DTYPE)
+        self.project_array(flat.numpy(), out.numpy())
+        return out
+
+    def project_array(self, flat: np.ndarray, out: np.ndarray) -> None:
+        """`project` on C-ordered float32 arrays: `flat` (rows, in_features) times the weights
+        (plus the bias) into `out` (rows, out_features)."""
         if flat.shape[0]:
             product = self.qweight.linear if self.numerics == "fp32" else self.qweight.linear_int8
-            product(flat.numpy(), out.numpy())
+            product(flat, out)
         if self.bias is not None:
-            out += self.bias
-        return out
+            out += self.bias.detach().numpy()
 
     def extra_repr(self) -> str:
         return (
