@@ -52,6 +52,35 @@ def make_tiny_llama(attn: str = "sdpa", dtype: torch.dtype = torch.float64, seed
     return LlamaForCausalLM(LlamaConfig(**kwargs)).eval().to(dtype)
 
 
+def make_tiny_qwen(version: int = 3, dtype: torch.dtype = torch.float32, seed: int = 0, **overrides):
+    """Qwen 2 (biased q/k/v projections) or Qwen 3 (per-head query/key norms), in the shapes a
+    GGUF file of them can say (transformers reads no head size from a Qwen GGUF: Qwen 3 keeps
+    its default of 128)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    config_class, model_class = {2: (Qwen2Config, Qwen2ForCausalLM), 3: (Qwen3Config, Qwen3ForCausalLM)}[version]
+    kwargs = dict(
+        vocab_size=TINY_VOCAB,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rope_theta=10_000.0,
+        bos_token_id=1,
+        eos_token_id=TINY_EOS,
+        pad_token_id=0,
+        initializer_range=0.1,
+        tie_word_embeddings=False,
+    )
+    if version == 3:
+        kwargs["head_dim"] = 128
+    kwargs.update(overrides)
+    return model_class(config_class(**kwargs)).eval().to(dtype)
+
+
 def make_tiny_gemma3(attn: str = "sdpa", dtype: torch.dtype = torch.float64, seed: int = 0, **overrides):
     """Gemma 3 with sliding-window (window 8) and full layers mixed; prompts + outputs exceed the window."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig

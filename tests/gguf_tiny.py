@@ -1,4 +1,4 @@
-"""Tiny randomly initialised Llama / Gemma 3 models written as GGUF files, for fast exactness tests of
+"""Tiny randomly initialised Llama / Gemma 3 / Qwen 2 / Qwen 3 models written as GGUF files, for fast exactness tests of
 the quantized path.
 
 `write_tiny_gguf` takes a transformers model, names its tensors the way llama.cpp's converter does
@@ -67,11 +67,11 @@ def _metadata(writer, config, arch: str) -> None:
 
 
 def write_tiny_gguf(model: torch.nn.Module, path: str | Path, qtype: str = "Q8_0", seed: int = 0) -> Path:
-    """Write `model` (a transformers Llama or Gemma 3 text model) as a GGUF file at `path`."""
+    """Write `model` (a transformers Llama, Gemma 3 text, Qwen 2 or Qwen 3 model) as a GGUF file at `path`."""
     import gguf
 
     config = model.config
-    arch = {"llama": "llama", "gemma3_text": "gemma3"}[config.model_type]
+    arch = {"llama": "llama", "gemma3_text": "gemma3", "qwen2": "qwen2", "qwen3": "qwen3"}[config.model_type]
     arch_id = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
     names = gguf.get_tensor_name_map(arch_id, config.num_hidden_layers)
     quant = gguf.GGMLQuantizationType[qtype]
@@ -111,7 +111,7 @@ def write_tiny_gguf(model: torch.nn.Module, path: str | Path, qtype: str = "Q8_0
 
 def tiny_gguf_models(tmp_dir: Path) -> dict[str, Path]:
     """The tiny GGUF files the quantized tests use, keyed by a short name."""
-    from conftest import make_tiny_gemma3, make_tiny_llama
+    from conftest import make_tiny_gemma3, make_tiny_llama, make_tiny_qwen
 
     llama = make_tiny_llama(dtype=torch.float32)
     gemma = make_tiny_gemma3(
@@ -123,4 +123,6 @@ def tiny_gguf_models(tmp_dir: Path) -> dict[str, Path]:
         "llama-q4_0": write_tiny_gguf(llama, tmp_dir / "llama-q4_0.gguf", "Q4_0"),
         "gemma3-q4_k": write_tiny_gguf(gemma, tmp_dir / "gemma3-q4_k.gguf", "Q4_K", seed=1),
         "gemma3-q6_k": write_tiny_gguf(gemma, tmp_dir / "gemma3-q6_k.gguf", "Q6_K", seed=2),
+        "qwen2-q8_0": write_tiny_gguf(make_tiny_qwen(2), tmp_dir / "qwen2-q8_0.gguf", "Q8_0"),
+        "qwen3-q5_0": write_tiny_gguf(make_tiny_qwen(3), tmp_dir / "qwen3-q5_0.gguf", "Q5_0"),
     }

@@ -1,7 +1,8 @@
 """Direct decoder layers (`hierdraft.direct_layers`) compute what transformers' modules compute, bit for bit.
 
-Tiny random Llama and Gemma 3 GGUF models (tests/gguf_tiny.py; Gemma 3 with sliding-window and
-full layers, per-head query/key norms) run a prompt and then tree steps through `forward_tree`
+Tiny random Llama, Gemma 3, Qwen 2 and Qwen 3 GGUF models (tests/gguf_tiny.py; Gemma 3 with
+sliding-window and full layers, Gemma 3 and Qwen 3 with per-head query/key norms, Qwen 2 with biased
+q/k/v projections) run a prompt and then tree steps through `forward_tree`
 twice, with the direct layers and with the modules, over caches built the same way: every logit
 and every cached key and value must be equal, in both numeric modes. Layers the plans cannot run
 exactly keep their modules.
@@ -31,7 +32,9 @@ def gguf_files(tmp_path_factory):
     return tiny_gguf_models(tmp_path_factory.mktemp("gguf"))
 
 
-@pytest.fixture(scope="module", params=["llama-q8_0", "llama-q4_0", "gemma3-q4_k", "gemma3-q6_k"])
+@pytest.fixture(
+    scope="module", params=["llama-q8_0", "llama-q4_0", "gemma3-q4_k", "gemma3-q6_k", "qwen2-q8_0", "qwen3-q5_0"]
+)
 def quantized_lm(request, gguf_files):
     return load_gguf_model(gguf_files[request.param])
 

@@ -1,7 +1,8 @@
 """The quantized path: models loaded from GGUF files compute on the file's own blocks.
 
-Tiny random Llama (Q8_0, Q4_0) and Gemma 3 (Q4_K, Q6_K; sliding-window and full layers) models are
-written as GGUF files (tests/gguf_tiny.py) and loaded with `hierdraft.gguf_model.load_gguf_model`:
+Tiny random Llama (Q8_0, Q4_0), Gemma 3 (Q4_K, Q6_K; sliding-window and full layers), Qwen 2 (Q8_0;
+biased q/k/v projections) and Qwen 3 (Q5_0; per-head query/key norms) models are written as GGUF
+files (tests/gguf_tiny.py) and loaded with `hierdraft.gguf_model.load_gguf_model`:
 - loading keeps every linear layer and the embedding in blocks, shares the tied head, and gives the
   same numbers as the float32 model holding the dequantized weights (bit for bit when hierdraft's
   float32 kernel runs that model, as hierdraft's forwards do);
@@ -30,7 +31,9 @@ def gguf_files(tmp_path_factory):
     return tiny_gguf_models(tmp_path_factory.mktemp("gguf"))
 
 
-@pytest.fixture(scope="module", params=["llama-q8_0", "llama-q4_0", "gemma3-q4_k", "gemma3-q6_k"])
+@pytest.fixture(
+    scope="module", params=["llama-q8_0", "llama-q4_0", "gemma3-q4_k", "gemma3-q6_k", "qwen2-q8_0", "qwen3-q5_0"]
+)
 def quantized_file(request, gguf_files):
     return gguf_files[request.param]
 

@@ -21,8 +21,9 @@ hundreds of them. The new keys and values go straight into the cache's buffers
 (`PrunableLayer.append_arrays`), and what every layer of one forward derives from the same
 tensors (the attention mask's visibility, the rotary tables) is made once (`_Memo`).
 
-Known layouts: Gemma 3 (norms around both the attention and the MLP, per-head query/key norms)
-and Llama (a norm before each).
+Known layouts: Gemma 3 (norms around both the attention and the MLP, per-head query/key norms),
+Llama, Qwen 2 (biased q/k/v projections) and Qwen 3 (per-head query/key norms), each with a norm
+before the attention and the MLP.
 """
 
 from __future__ import annotations
@@ -51,8 +52,14 @@ except ImportError:  # extension not built: no direct layers (the modules run)
 __all__ = ["LayerPlan", "direct_layers", "layer_plans"]
 
 # Decoder layer classes by layout: "sandwich" normalises the attention's and the MLP's inputs and
-# outputs (Gemma 3); "pre" normalises their inputs only (Llama).
-LAYOUTS = {"Gemma3DecoderLayer": "sandwich", "LlamaDecoderLayer": "pre"}
+# outputs (Gemma 3); "pre" normalises their inputs only (Llama, Qwen 2 with its biased q/k/v
+# projections, Qwen 3 with its per-head query/key norms).
+LAYOUTS = {
+    "Gemma3DecoderLayer": "sandwich",
+    "LlamaDecoderLayer": "pre",
+    "Qwen2DecoderLayer": "pre",
+    "Qwen3DecoderLayer": "pre",
+}
 
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
