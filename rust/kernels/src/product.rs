@@ -31,8 +31,8 @@ const TILE_ROWS: usize = 24;
 const FEW_INPUTS_TILE_ROWS: usize = 8;
 /// Columns per pass at most (a multiple of 256, the longest block).
 const PASS_COLS: usize = 1024;
-/// Tasks per thread: a few dozen keep the threads balanced.
-const TASKS_PER_THREAD: usize = 16;
+/// Tasks per thread of a tiled product: a few dozen keep the threads balanced.
+pub(crate) const TASKS_PER_THREAD: usize = 16;
 /// Weight rows per task at most.
 const MAX_CHUNK_ROWS: usize = 1024;
 /// Work (weight bytes x input rows, summed over the parts) below which a call runs on the
@@ -224,7 +224,7 @@ impl<'a, W: WeightRows> Tiled<'a, W> {
         let (n, k) = (w.rows(), w.cols());
         let rows = x.len() / k.max(1);
         let plan = Plan::new(w, rows);
-        let chunk = chunk_rows(n, plan.tile_rows);
+        let chunk = chunk_rows(n, plan.tile_rows, TASKS_PER_THREAD);
         // Prefill-sized inputs also split over input tiles, so that a matrix of few rows still
         // makes enough tasks to balance the threads.
         let fits = k > 0 && x.len() == rows * k && out.len() == rows * n;
@@ -350,9 +350,9 @@ unsafe fn chunk_product<W: WeightRows>(
     }
 }
 
-/// Weight rows per task: a whole number of tiles.
-pub(crate) fn chunk_rows(n: usize, tile_rows: usize) -> usize {
-    let tasks = pool::threads() * TASKS_PER_THREAD;
+/// Weight rows per task, for about `tasks_per_thread` tasks per thread: a whole number of tiles.
+pub(crate) fn chunk_rows(n: usize, tile_rows: usize, tasks_per_thread: usize) -> usize {
+    let tasks = pool::threads() * tasks_per_thread;
     n.div_ceil(tasks)
         .next_multiple_of(tile_rows)
         .min(MAX_CHUNK_ROWS.next_multiple_of(tile_rows))
