@@ -19,8 +19,8 @@ use crate::quant_matrix::QuantMatrix;
 pub(crate) const MAX_ROWS: usize = 4;
 /// Weight rows one kernel call takes, by input rows: 4 for one or two, 2 for three or four (8
 /// accumulators at most, of the 16 vector registers). One input row could feed 8 accumulators,
-/// but then the dequantized values of 8 weight rows compete for the registers: 4 rows made a
-/// one-row step's products (body and LM head) about 5% faster, alternating both in one process.
+/// but then the dequantized values of 8 weight rows compete with them for the registers, and 4
+/// rows ran faster (see the README's cost-curve notes).
 const fn weight_rows(inputs: usize) -> usize {
     if inputs <= 2 {
         4
@@ -32,8 +32,7 @@ const fn weight_rows(inputs: usize) -> usize {
 const TASK_ROW_MULTIPLE: usize = 4;
 /// Tasks per thread. Fewer and longer than a tiled product's: each task starts a new stream of
 /// weight rows whose first reads the prefetches do not cover, and with one to four input rows
-/// the reads are what a task waits for. 4 made a one-row step (body and LM head) 2-3.5% faster
-/// than 16, alternating both in one process.
+/// the reads are what a task waits for (see the README's cost-curve notes).
 const TASKS_PER_THREAD: usize = 4;
 
 /// Whether [`Fused`] computes `x · Wᵀ` for `rows` input rows of this matrix.
