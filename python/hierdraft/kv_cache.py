@@ -72,9 +72,13 @@ class PrunableLayer(DynamicLayer):
         """`update` for one sequence's new entries as float32 arrays (rows, kv_heads, dim), the
         layout the projections produce; returns every held entry as (kv_heads, entries, dim)
         array views of the buffers (what the attention kernel reads)."""
-        # (1, kv_heads, rows, dim) views: the shapes and dtype `update` would be given
-        key_states, value_states = (torch.from_numpy(t).permute(1, 0, 2).unsqueeze(0) for t in (keys, values))
-        end, q = self._reserve(key_states, value_states)
+        q = keys.shape[0]
+        if self.is_initialized and self._has_room((1, keys.shape[1]), self.held() + q):
+            end = self._start + self.held()  # the usual step: no tensor is needed
+        else:
+            # (1, kv_heads, rows, dim) views: the shapes and dtype `update` would be given
+            states = (torch.from_numpy(t).permute(1, 0, 2).unsqueeze(0) for t in (keys, values))
+            end, q = self._reserve(*states)
         key_buf, value_buf = self._arrays
         key_buf[0, :, end : end + q] = keys.transpose(1, 0, 2)
         value_buf[0, :, end : end + q] = values.transpose(1, 0, 2)
@@ -105,9 +109,9 @@ class PrunableLayer(DynamicLayer):
 
     def _make_room(self, key_states: torch.Tensor, value_states: torch.Tensor, needed: int) -> None:
         """Make the buffers hold `needed` entries from `_start` on: compact or grow them."""
-        buf = self._key_buf
-        if buf is not None and buf.shape[:-2] == key_states.shape[:-2] and self._start + needed <= buf.shape[-2]:
+        if self._has_room(tuple(key_states.shape[:-2]), needed):
             return
+        buf = self._key_buf
         held = self.held()
         capacity = max(MIN_CAPACITY, 2 * needed, buf.shape[-2] if buf is not None else 0)
         shape_k = (*key_states.shape[:-2], capacity, key_states.shape[-1])
@@ -118,6 +122,12 @@ class PrunableLayer(DynamicLayer):
             keys[..., :held, :] = self.keys
             values[..., :held, :] = self.values
         self._key_buf, self._value_buf, self._start = keys, values, 0
+
+    def _has_room(self, lead: tuple[int, ...], needed: int) -> bool:
+        """Whether the buffers, laid out for `lead` = (batch, heads), hold `needed` entries from
+        `_start` on."""
+        buf = self._key_buf
+        return buf is not None and tuple(buf.shape[:-2]) == lead and self._start + needed <= buf.shape[-2]
 
     def _view(self, held: int) -> None:
         assert self._key_buf is not None and self._value_buf is not None
