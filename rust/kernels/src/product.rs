@@ -32,7 +32,7 @@ const FEW_INPUTS_TILE_ROWS: usize = 8;
 /// Columns per pass at most (a multiple of 256, the longest block).
 const PASS_COLS: usize = 1024;
 /// Tasks per thread of a tiled product: a few dozen keep the threads balanced.
-pub(crate) const TASKS_PER_THREAD: usize = 16;
+const TASKS_PER_THREAD: usize = 16;
 /// Weight rows per task at most.
 const MAX_CHUNK_ROWS: usize = 1024;
 /// Work (weight bytes x input rows, summed over the parts) below which a call runs on the
