@@ -28,28 +28,34 @@ torch.set_num_threads(1)
 TINY_VOCAB = 256
 TINY_EOS = 2
 SLIDING_WINDOW = 8
+# What every tiny model shares: the token ids, the context, the (large) initial weights.
+_TINY_COMMON = dict(
+    vocab_size=TINY_VOCAB,
+    max_position_embeddings=512,
+    bos_token_id=1,
+    eos_token_id=TINY_EOS,
+    pad_token_id=0,
+    initializer_range=0.1,
+)
+
+
+def _tiny(config_class, model_class, dtype: torch.dtype, seed: int, kwargs: dict, overrides: dict):
+    torch.manual_seed(seed)
+    return model_class(config_class(**{**_TINY_COMMON, **kwargs, **overrides})).eval().to(dtype)
 
 
 def make_tiny_llama(attn: str = "sdpa", dtype: torch.dtype = torch.float64, seed: int = 0, **overrides):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(seed)
     kwargs = dict(
-        vocab_size=TINY_VOCAB,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=1,
-        eos_token_id=TINY_EOS,
-        pad_token_id=0,
-        initializer_range=0.1,
         attn_implementation=attn,
     )
-    kwargs.update(overrides)
-    return LlamaForCausalLM(LlamaConfig(**kwargs)).eval().to(dtype)
+    return _tiny(LlamaConfig, LlamaForCausalLM, dtype, seed, kwargs, overrides)
 
 
 def make_tiny_qwen(version: int = 3, dtype: torch.dtype = torch.float32, seed: int = 0, **overrides):
@@ -58,36 +64,26 @@ def make_tiny_qwen(version: int = 3, dtype: torch.dtype = torch.float32, seed: i
     its default of 128)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
-    torch.manual_seed(seed)
     config_class, model_class = {2: (Qwen2Config, Qwen2ForCausalLM), 3: (Qwen3Config, Qwen3ForCausalLM)}[version]
     kwargs = dict(
-        vocab_size=TINY_VOCAB,
         hidden_size=128,
         intermediate_size=256,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
         rope_theta=10_000.0,
-        bos_token_id=1,
-        eos_token_id=TINY_EOS,
-        pad_token_id=0,
-        initializer_range=0.1,
         tie_word_embeddings=False,
     )
     if version == 3:
         kwargs["head_dim"] = 128
-    kwargs.update(overrides)
-    return model_class(config_class(**kwargs)).eval().to(dtype)
+    return _tiny(config_class, model_class, dtype, seed, kwargs, overrides)
 
 
 def make_tiny_gemma3(attn: str = "sdpa", dtype: torch.dtype = torch.float64, seed: int = 0, **overrides):
     """Gemma 3 with sliding-window (window 8) and full layers mixed; prompts + outputs exceed the window."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    torch.manual_seed(seed)
     kwargs = dict(
-        vocab_size=TINY_VOCAB,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=3,
@@ -97,15 +93,9 @@ def make_tiny_gemma3(attn: str = "sdpa", dtype: torch.dtype = torch.float64, see
         sliding_window=SLIDING_WINDOW,
         layer_types=["sliding_attention", "full_attention", "sliding_attention"],
         final_logit_softcapping=5.0,  # exercised by the split LM head
-        max_position_embeddings=512,
-        bos_token_id=1,
-        eos_token_id=TINY_EOS,
-        pad_token_id=0,
-        initializer_range=0.1,
         attn_implementation=attn,
     )
-    kwargs.update(overrides)
-    return Gemma3ForCausalLM(Gemma3TextConfig(**kwargs)).eval().to(dtype)
+    return _tiny(Gemma3TextConfig, Gemma3ForCausalLM, dtype, seed, kwargs, overrides)
 
 
 _MODELS: dict[tuple, torch.nn.Module] = {}
