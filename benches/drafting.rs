@@ -1,13 +1,17 @@
 //! Criterion benchmarks of the hierdraft core on synthetic, text-like token streams.
 //!
 //! Measured:
-//! - `propose/{hierarchical,context,model,corpus}`: one `DraftSession::propose` (lookups + tree
-//!   build), budget 16, max depth 8, with all three levels and with each level alone, over a
-//!   corpus index of 20M tokens (override with `HIERDRAFT_BENCH_CORPUS_TOKENS`);
+//! - `propose/{hierarchical,context,model,corpus}`: one decoding step of a request, i.e.
+//!   `DraftSession::accept` of the next 1-3 tokens of its continuation and then `propose`
+//!   (lookups + tree build), budget 16, max depth 8, with all three levels and with each level
+//!   alone, over a corpus index of 20M tokens (override with `HIERDRAFT_BENCH_CORPUS_TOKENS`);
+//! - `corpus_lookup_step/{fresh,continuing}`: the corpus lookup of such a step alone, from scratch
+//!   (`CorpusIndex::lookup`) and continuing from the request's last match
+//!   (`CorpusIndex::lookup_continuing`, what a session does), on the same contexts;
 //! - `context_store/extend_per_token`: `ContextStore::extend` one token at a time;
 //! - `corpus_index/build_1M`: suffix-array build throughput.
 //!
-//! Criterion reports means; a plain timing loop at the end prints p50 / p90 / p99 of `propose`
+//! Criterion reports means; a plain timing loop at the end prints p50 / p90 / p99 of a decoding step
 //! per configuration, plus the 20M-token build throughput and bytes per token
 //! (skip it with `HIERDRAFT_BENCH_PERCENTILES=0`).
 //!
@@ -24,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use hierdraft_core::{
-    ContextStore, CorpusIndex, DraftSession, DrafterConfig, HierarchicalDrafter, Level,
-    ModelStoreBuilder, ModelStoreConfig,
+    ContextStore, CorpusIndex, DraftSession, DraftTree, DrafterConfig, HierarchicalDrafter, Level,
+    MatchHint, ModelStoreBuilder, ModelStoreConfig,
 };
 
 const VOCAB: usize = 32_000;
@@ -33,6 +37,8 @@ const PHRASES: usize = 20_000;
 const DEFAULT_CORPUS_TOKENS: usize = 20_000_000;
 const MODEL_TOKENS: usize = 1_000_000;
 const PROMPTS: usize = 512;
+/// Tokens each request generates before it starts over.
+const CONTINUATION: usize = 1024;
 
 /// splitmix64: small, fast, deterministic.
 struct Rng(u64);
@@ -142,6 +148,8 @@ struct BenchData {
     corpus: Arc<CorpusIndex>,
     model: Arc<hierdraft_core::ModelStore>,
     prompts: Vec<Vec<u32>>,
+    /// What each request generates after its prompt.
+    continuations: Vec<Vec<u32>>,
     corpus_build: Duration,
     model_build: Duration,
 }
@@ -188,10 +196,14 @@ fn data() -> &'static BenchData {
                 gen.document(&mut rng, len)
             })
             .collect();
+        let continuations = (0..PROMPTS)
+            .map(|_| gen.document(&mut rng, CONTINUATION))
+            .collect();
         BenchData {
             corpus: Arc::new(corpus),
             model: Arc::new(model),
             prompts,
+            continuations,
             corpus_build,
             model_build,
         }
@@ -208,31 +220,104 @@ fn configs() -> Vec<(&'static str, Vec<Level>)> {
     ]
 }
 
-fn sessions(order: Vec<Level>) -> Vec<DraftSession> {
-    let d = data();
-    let config = DrafterConfig {
-        order,
-        budget: 16,
-        max_depth: 8,
-        ..DrafterConfig::default()
-    };
-    let drafter = HierarchicalDrafter::new(config, Some(d.model.clone()), Some(d.corpus.clone()))
-        .expect("drafter config");
-    d.prompts
-        .iter()
-        .map(|p| drafter.start(p).expect("prompt in vocabulary"))
-        .collect()
+/// Tokens a step accepts (1 to 3, as verification does), by the step's position.
+fn accepted_at(pos: usize) -> usize {
+    1 + pos % 3
+}
+
+/// The benchmark's requests being decoded, one step at a time, round robin: each step accepts
+/// the next tokens of the request's continuation, so every proposal sees its request's context
+/// one step longer, as in decoding. A request whose continuation ends starts over.
+struct Decoding {
+    drafter: HierarchicalDrafter,
+    sessions: Vec<(DraftSession, usize)>,
+    next: usize,
+}
+
+impl Decoding {
+    fn new(order: Vec<Level>) -> Self {
+        let d = data();
+        let config = DrafterConfig {
+            order,
+            budget: 16,
+            max_depth: 8,
+            ..DrafterConfig::default()
+        };
+        let drafter =
+            HierarchicalDrafter::new(config, Some(d.model.clone()), Some(d.corpus.clone()))
+                .expect("drafter config");
+        let sessions = d
+            .prompts
+            .iter()
+            .map(|p| (drafter.start(p).expect("prompt in vocabulary"), 0))
+            .collect();
+        Decoding {
+            drafter,
+            sessions,
+            next: 0,
+        }
+    }
+
+    fn step(&mut self) -> DraftTree {
+        let d = data();
+        let i = self.next;
+        self.next = (i + 1) % self.sessions.len();
+        let (session, pos) = &mut self.sessions[i];
+        let take = accepted_at(*pos);
+        if *pos + take > d.continuations[i].len() {
+            *session = self
+                .drafter
+                .start(&d.prompts[i])
+                .expect("prompt in vocabulary");
+            *pos = 0;
+        }
+        session
+            .accept(&d.continuations[i][*pos..*pos + take])
+            .expect("tokens in vocabulary");
+        *pos += take;
+        session.propose()
+    }
 }
 
 fn bench_propose(c: &mut Criterion) {
     let mut group = c.benchmark_group("propose");
     for (name, order) in configs() {
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
-            let sessions = sessions(order.clone());
+            let mut decoding = Decoding::new(order.clone());
+            b.iter(|| black_box(decoding.step()))
+        });
+    }
+    group.finish();
+}
+
+/// The contexts of the corpus lookups of decoding steps (see [`Decoding`]), with each request's
+/// hint.
+fn bench_corpus_step(c: &mut Criterion) {
+    let d = data();
+    let mut group = c.benchmark_group("corpus_lookup_step");
+    for name in ["fresh", "continuing"] {
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            let mut requests: Vec<(Vec<u32>, usize, MatchHint)> = d
+                .prompts
+                .iter()
+                .map(|p| (p.clone(), 0, MatchHint::default()))
+                .collect();
             let mut i = 0;
             b.iter(|| {
-                i = (i + 1) % sessions.len();
-                black_box(sessions[i].propose())
+                i = (i + 1) % requests.len();
+                let (context, pos, hint) = &mut requests[i];
+                let take = accepted_at(*pos);
+                if *pos + take > d.continuations[i].len() {
+                    *context = d.prompts[i].clone();
+                    *pos = 0;
+                }
+                context.extend_from_slice(&d.continuations[i][*pos..*pos + take]);
+                *pos += take;
+                if name == "fresh" {
+                    black_box(d.corpus.lookup(context, 8, 8))
+                } else {
+                    black_box(d.corpus.lookup_continuing(context, 8, 8, hint))
+                }
             })
         });
     }
@@ -280,7 +365,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[i]
 }
 
-/// Per-call latency distribution of `propose`, plus the one-off build numbers.
+/// Latency distribution of a decoding step (accept + propose), plus the one-off build numbers.
 fn percentiles() {
     const CALLS: usize = 20_000;
     let d = data();
@@ -303,16 +388,15 @@ fn percentiles() {
         "propose", "p50 us", "p90 us", "p99 us", "max us", "mean us", "mean nodes"
     );
     for (name, order) in configs() {
-        let sessions = sessions(order);
-        for s in sessions.iter().take(200) {
-            black_box(s.propose());
+        let mut decoding = Decoding::new(order);
+        for _ in 0..200 {
+            black_box(decoding.step());
         }
         let mut times = Vec::with_capacity(CALLS);
         let mut nodes = 0usize;
-        for i in 0..CALLS {
-            let s = &sessions[i % sessions.len()];
+        for _ in 0..CALLS {
             let t = Instant::now();
-            let tree = black_box(s.propose());
+            let tree = black_box(decoding.step());
             times.push(t.elapsed().as_secs_f64() * 1e6);
             nodes += tree.len();
         }
@@ -336,6 +420,7 @@ fn main() {
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
     bench_propose(&mut c);
+    bench_corpus_step(&mut c);
     bench_extend(&mut c);
     bench_build(&mut c);
     c.final_summary();

@@ -20,14 +20,19 @@
 //! that these reads overlap instead of waiting for each other: the searches of a round advance
 //! together and read one step ahead, and the occurrences are read in tight passes before any
 //! counting. The occurrence cap bounds the tail: reading and ranking cost grows with it.
+//! A request's next lookup, one decoding step later, can start from its last match
+//! ([`CorpusIndex::lookup_continuing`] with a [`MatchHint`]): usually only the match's own range
+//! is searched then (see [`crate::match_hint`]), with the same result.
 
 use std::cmp::Ordering;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use rayon::prelude::*;
 
 use crate::continuation::{ChainTrie, Continuation};
 use crate::error::{check_tokens, Error, Result};
+use crate::match_hint::{Found, MatchHint, Plan};
 use crate::persist::{self, FileContent, FileKind, U32Array};
 use crate::shared_store::SharedStore;
 use crate::suffix_array::suffix_array;
@@ -57,6 +62,15 @@ pub struct CorpusIndex {
     vocab_size: Option<u32>,
     metadata: String,
     max_occurrences: usize,
+    /// Identifies this index (and its clones, which hold the same arrays) to a [`MatchHint`].
+    id: u64,
+}
+
+/// Source of [`CorpusIndex::id`]s; 0 is never handed out.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, AtomicOrdering::Relaxed)
 }
 
 impl CorpusIndex {
@@ -142,6 +156,7 @@ impl CorpusIndex {
             vocab_size,
             metadata: String::new(),
             max_occurrences: DEFAULT_MAX_OCCURRENCES,
+            id: next_id(),
         })
     }
 
@@ -193,8 +208,8 @@ impl CorpusIndex {
 
     /// The longest context suffix (`m` tokens) that occurs followed by a token, and the range of
     /// the suffix array holding those occurrences.
-    pub fn longest_match(&self, context: &[u32]) -> Option<(usize, std::ops::Range<usize>)> {
-        self.view().longest_match(context)
+    pub fn longest_match(&self, context: &[u32]) -> Found {
+        self.view().longest_match_upto(context, MAX_CONTEXT_MATCH)
     }
     fn view(&self) -> View<'_> {
         View {
@@ -203,16 +218,53 @@ impl CorpusIndex {
         }
     }
 
+    /// [`CorpusIndex::longest_match`] of a context that may continue the one `hint` was made
+    /// for (the same request one step later), searching only where the longer match can be (see
+    /// [`crate::match_hint`]); the result is the same. `hint` then describes `context`.
+    pub fn longest_match_continuing(&self, context: &[u32], hint: &mut MatchHint) -> Found {
+        let view = self.view();
+        let found = match hint.plan(self.id, context) {
+            Plan::Known(found) => found,
+            Plan::Extend { len, within } => view
+                .match_within(&context[context.len() - len..], within)
+                .map(|range| (len, range))
+                .or_else(|| view.longest_match_upto(context, len - 1)),
+            Plan::Search { limit } => view.longest_match_upto(context, limit),
+        };
+        hint.record(self.id, context, &found);
+        found
+    }
+
     /// Up to `k` continuations (at most `max_len` tokens each, never crossing a document end)
     /// of the longest suffix of `context` (<= 16 tokens) found in the corpus, best first.
     pub fn lookup(&self, context: &[u32], k: usize, max_len: usize) -> Vec<Continuation> {
         if k == 0 || max_len == 0 {
             return Vec::new();
         }
-        let view = self.view();
-        let Some((m, range)) = view.longest_match(context) else {
+        self.continuations(self.longest_match(context), k, max_len)
+    }
+
+    /// [`CorpusIndex::lookup`] of a context that may continue the one `hint` was made for: the
+    /// same continuations, found with [`CorpusIndex::longest_match_continuing`].
+    pub fn lookup_continuing(
+        &self,
+        context: &[u32],
+        k: usize,
+        max_len: usize,
+        hint: &mut MatchHint,
+    ) -> Vec<Continuation> {
+        if k == 0 || max_len == 0 {
+            return Vec::new();
+        }
+        self.continuations(self.longest_match_continuing(context, hint), k, max_len)
+    }
+
+    /// The best `k` continuations of the occurrences of a longest match.
+    fn continuations(&self, found: Found, k: usize, max_len: usize) -> Vec<Continuation> {
+        let Some((m, range)) = found else {
             return Vec::new();
         };
+        let view = self.view();
         let samples = range.len().min(self.max_occurrences);
         let starts = view.sample_starts(range, m, samples);
         view.prefetch_windows(&starts, max_len);
@@ -276,6 +328,7 @@ impl CorpusIndex {
             vocab_size: file.vocab_size,
             metadata: file.metadata,
             max_occurrences: DEFAULT_MAX_OCCURRENCES,
+            id: next_id(),
         })
     }
 
@@ -293,16 +346,29 @@ struct View<'a> {
     sa: &'a [u32],
 }
 
-/// One binary search of [`View::lower_bounds`]: the first suffix-array index in `start..` whose
-/// suffix is not smaller than `pattern` (followed by the separator when `sep`).
-#[derive(Clone, Copy, Default)]
+/// One binary search of [`View::lower_bounds`]: the first suffix-array index in `start..end`
+/// whose suffix is not smaller than `pattern` (followed by the separator when `sep`), or `end`.
+#[derive(Clone, Copy)]
 struct Search<'p> {
     pattern: &'p [u32],
     sep: bool,
     start: usize,
+    /// Clamped to the suffix array's length.
+    end: usize,
 }
 
-/// Lengths probed per round by [`View::longest_match`]: with at most [`MAX_CONTEXT_MATCH`]
+impl Default for Search<'_> {
+    fn default() -> Self {
+        Search {
+            pattern: &[],
+            sep: false,
+            start: 0,
+            end: usize::MAX,
+        }
+    }
+}
+
+/// Lengths probed per round by [`View::longest_match_upto`]: with at most [`MAX_CONTEXT_MATCH`]
 /// lengths, two rounds always suffice. More searches at once stop paying off: they compete for
 /// the same memory bandwidth.
 const PROBES: usize = 4;
@@ -348,7 +414,7 @@ impl View<'_> {
         let mut pos = [0u32; MAX_SEARCHES];
         for (i, search) in searches[..count].iter().enumerate() {
             lo[i] = search.start.min(n);
-            len[i] = n - lo[i];
+            len[i] = search.end.min(n).saturating_sub(lo[i]);
             pos[i] = self.entry(lo[i] + len[i] / 2);
         }
         let mut first = [0u32; MAX_SEARCHES];
@@ -396,7 +462,7 @@ impl View<'_> {
             && self.text.get(end).is_some_and(|&t| t != SEPARATOR)
     }
 
-    /// The longest suffix of `context` (after its last separator, at most
+    /// The longest suffix of `context` (after its last separator, at most `limit` <=
     /// [`MAX_CONTEXT_MATCH`] tokens) that occurs followed by a token, with its suffix-array range.
     ///
     /// Existence is monotone in the length (a suffix that occurs implies every shorter one does),
@@ -406,14 +472,15 @@ impl View<'_> {
     /// exactly when the first suffix not smaller than `P_m` starts with `P_m` and is not followed
     /// by the separator. The end of the range found is one more search, for `P_m + separator`,
     /// started at its first occurrence.
-    fn longest_match(&self, context: &[u32]) -> Option<(usize, std::ops::Range<usize>)> {
+    fn longest_match_upto(&self, context: &[u32], limit: usize) -> Found {
         let after_sep = context
             .iter()
             .rposition(|&t| t == SEPARATOR)
             .map_or(0, |i| i + 1);
         let ctx = &context[after_sep..];
         let suffix = |m: usize| &ctx[ctx.len() - m..];
-        let (mut found, mut first, mut hi) = (0, 0, ctx.len().min(MAX_CONTEXT_MATCH) + 1);
+        let longest = ctx.len().min(MAX_CONTEXT_MATCH).min(limit);
+        let (mut found, mut first, mut hi) = (0, 0, longest + 1);
         let mut searches = [Search::default(); PROBES];
         let mut bounds = [0usize; PROBES];
         while hi - found > 1 {
@@ -442,13 +509,44 @@ impl View<'_> {
         if found == 0 {
             return None;
         }
-        let end = Search {
-            pattern: suffix(found),
+        Some((
+            found,
+            first..self.occurrences_end(suffix(found), first, usize::MAX),
+        ))
+    }
+
+    /// The end of the suffix-array range of `pattern`'s occurrences followed by a token, which
+    /// starts at `first` and ends by `end`: the suffixes followed by the separator come last.
+    fn occurrences_end(&self, pattern: &[u32], first: usize, end: usize) -> usize {
+        let search = Search {
+            pattern,
             sep: true,
             start: first,
+            end,
         };
-        self.lower_bounds(&[end], &mut bounds);
-        Some((found, first..bounds[0]))
+        let mut bound = [0usize];
+        self.lower_bounds(&[search], &mut bound);
+        bound[0]
+    }
+
+    /// The suffix-array range of `pattern`'s occurrences followed by a token, when they all lie
+    /// in `within` and there is at least one (None otherwise).
+    fn match_within(
+        &self,
+        pattern: &[u32],
+        within: std::ops::Range<usize>,
+    ) -> Option<std::ops::Range<usize>> {
+        let search = Search {
+            pattern,
+            sep: false,
+            start: within.start,
+            end: within.end,
+        };
+        let mut first = [0usize];
+        self.lower_bounds(&[search], &mut first);
+        let first = first[0];
+        (first < within.end && self.occurs_at(first, pattern))
+            .then(|| first..self.occurrences_end(pattern, first, within.end))
     }
 
     /// The text positions right after `m` tokens of `samples` occurrences evenly spaced over the

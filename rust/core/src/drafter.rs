@@ -11,8 +11,12 @@
 //! into a prefix tree until the node budget is full. As soon as the budget is full no further
 //! level is queried — the cheap, local levels come first, so the expensive corpus lookup only runs
 //! when the closer levels had too little to say.
+//!
+//! A session keeps its corpus level's last match ([`crate::MatchHint`]), so that each step's corpus
+//! lookup continues from the previous step's instead of searching the whole index again; the
+//! trees are those of a session started on the same tokens.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rayon::prelude::*;
 
@@ -21,6 +25,7 @@ use crate::corpus_index::CorpusIndex;
 use crate::draft_tree::{DraftTree, DraftTreeBuilder};
 use crate::error::{check_tokens, Error, Result};
 use crate::level::Level;
+use crate::match_hint::MatchHint;
 use crate::model_store::ModelStore;
 use crate::shared_store::SharedStore;
 
@@ -236,6 +241,7 @@ impl HierarchicalDrafter {
             shared: Arc::clone(&self.shared),
             context,
             prompt_len: prompt.len(),
+            corpus_hint: Mutex::default(),
         })
     }
 }
@@ -256,6 +262,9 @@ pub struct DraftSession {
     shared: Arc<Shared>,
     context: ContextStore,
     prompt_len: usize,
+    /// The corpus level's last match: the next step's lookup continues from it. A mutex because
+    /// `propose` takes `&self` (sessions propose in parallel, each its own).
+    corpus_hint: Mutex<MatchHint>,
 }
 
 impl DraftSession {
@@ -290,6 +299,16 @@ impl DraftSession {
             let k = cfg.candidates(level);
             let chains = match level {
                 Level::Context => self.context.lookup(k, cfg.max_depth),
+                Level::Corpus => match &self.shared.corpus {
+                    Some(corpus) => {
+                        let mut hint = self
+                            .corpus_hint
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        corpus.lookup_continuing(self.tokens(), k, cfg.max_depth, &mut hint)
+                    }
+                    None => continue,
+                },
                 shared => match self.shared.store(shared) {
                     Some(store) => store.lookup(self.tokens(), k, cfg.max_depth),
                     None => continue,
@@ -423,6 +442,40 @@ mod tests {
         let batch = propose_batch(&refs);
         for (s, t) in sessions.iter().zip(batch) {
             assert_eq!(s.propose(), t);
+        }
+    }
+
+    #[test]
+    fn a_growing_session_drafts_like_a_fresh_one() {
+        // The session's corpus lookups continue from its last match; a session started on the
+        // same tokens searches from scratch. Their trees must be the same at every step.
+        let docs: Vec<Vec<u32>> = (0..6u32)
+            .map(|k| (0..300u32).map(|i| (i * (k + 3) + i / 7) % 11).collect())
+            .collect();
+        let refs: Vec<&[u32]> = docs.iter().map(Vec::as_slice).collect();
+        let corpus = Arc::new(CorpusIndex::build(&refs, None).expect("corpus"));
+        let cfg = DrafterConfig {
+            order: vec![Level::Corpus, Level::Context],
+            ..DrafterConfig::default()
+        };
+        let d = HierarchicalDrafter::new(cfg, None, Some(corpus)).expect("drafter");
+        let mut s = d.start(&docs[2][..20]).expect("start");
+        let mut pos = 20;
+        for step in 0..120 {
+            assert_eq!(
+                s.propose(),
+                d.start(s.tokens()).expect("start").propose(),
+                "step {step}"
+            );
+            // follow the document, now and then leaving it
+            let take = 1 + step % 3;
+            let next: Vec<u32> = if step % 10 == 9 {
+                vec![(step % 11) as u32; take]
+            } else {
+                docs[2][pos..pos + take].to_vec()
+            };
+            pos += take;
+            s.accept(&next).expect("accept");
         }
     }
 

@@ -9,6 +9,7 @@ pub mod drafter;
 pub mod error;
 pub mod learner;
 pub mod level;
+pub mod match_hint;
 mod model_segment;
 pub mod model_store;
 mod ngram_hash;
@@ -26,6 +27,7 @@ pub use drafter::{propose_batch, DraftSession, DrafterConfig, HierarchicalDrafte
 pub use error::{Error, Result};
 pub use learner::Learner;
 pub use level::Level;
+pub use match_hint::MatchHint;
 pub use model_store::{ModelStore, ModelStoreBuilder, ModelStoreConfig};
 pub use session_table::{Chains, SessionTable, SessionTableConfig, StepInput};
 pub use shared_store::SharedStore;
