@@ -177,6 +177,30 @@ def test_default_model_loads_its_gguf_as_it_is(tmp_path, monkeypatch):
     monkeypatch.setattr(gguf_metadata, "gguf_tokenizer", lambda *a: pytest.fail("tokenizer converted twice"))
     model2, tok2 = models.load_default()
     assert tok2.get_vocab() == tok.get_vocab() and isinstance(model2.get_output_embeddings(), QuantLinear)
+    folder = models._tokenizer_dir(models.default_gguf_path(), models._default_tokenizer_key())
+    _check_recorded_added_tokens(folder, tmp_path / "without", tok)
+
+
+def _check_recorded_added_tokens(folder: Path, copy: Path, tok) -> None:
+    """The added tokens recorded in the cached tokenizer's config (which spares transformers a
+    second parse of tokenizer.json) give the tokenizer transformers builds without them."""
+    import json
+    import shutil
+
+    from transformers import PreTrainedTokenizerFast
+
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert len(config["added_tokens_decoder"]) == len(tok.added_tokens_decoder) > 100
+    shutil.copytree(folder, copy)
+    del config["added_tokens_decoder"]
+    (copy / "tokenizer_config.json").write_text(json.dumps(config))
+    legacy = PreTrainedTokenizerFast.from_pretrained(copy)
+    assert legacy.get_vocab() == tok.get_vocab()
+    assert legacy.added_tokens_decoder == tok.added_tokens_decoder
+    assert legacy.special_tokens_map == tok.special_tokens_map and legacy.all_special_ids == tok.all_special_ids
+    text = "<bos>Question: <start_of_turn>user\nhi <mask>  there<end_of_turn>\n\n<eos><pad> done"
+    assert legacy(text).input_ids == tok(text).input_ids
+    assert legacy.decode(tok(text).input_ids) == tok.decode(tok(text).input_ids)
 
 
 @pytest.mark.slow
