@@ -41,7 +41,9 @@ def write_checkpoint(dtype: str) -> Path:
 
     folder = default_model_dir(dtype)
     if not (folder / _COMPLETE_MARKER).is_file():
-        load_default(dtype=dtype)  # converts from the GGUF once and caches the folder
+        # quantized=False: in float32 on CPU the default load computes on the GGUF's own blocks
+        # and writes no checkpoint; the float path converts from the GGUF once and caches it
+        load_default(dtype=dtype, quantized=False)
     return folder
 
 
