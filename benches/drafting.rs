@@ -5,9 +5,10 @@
 //!   `DraftSession::accept` of the next 1-3 tokens of its continuation and then `propose`
 //!   (lookups + tree build), budget 16, max depth 8, with all three levels and with each level
 //!   alone, over a corpus index of 20M tokens (override with `HIERDRAFT_BENCH_CORPUS_TOKENS`);
-//! - `corpus_lookup_step/{fresh,continuing}`: the corpus lookup of such a step alone, from scratch
-//!   (`CorpusIndex::lookup`) and continuing from the request's last match
-//!   (`CorpusIndex::lookup_continuing`, what a session does), on the same contexts;
+//! - `corpus_lookup_step/{fresh,continuing}/occurrences_{256,32}`: the corpus lookup of such a
+//!   step alone, from scratch (`CorpusIndex::lookup`) and continuing from the request's last
+//!   match (`CorpusIndex::lookup_continuing`, what a session does), on the same contexts, with
+//!   the default occurrence cap (8 chains) and the vLLM proposer's (32 occurrences, 1 chain);
 //! - `context_store/extend_per_token`: `ContextStore::extend` one token at a time;
 //! - `corpus_index/build_1M`: suffix-array build throughput.
 //!
@@ -290,36 +291,42 @@ fn bench_propose(c: &mut Criterion) {
     group.finish();
 }
 
-/// The contexts of the corpus lookups of decoding steps (see [`Decoding`]), with each request's
-/// hint.
+/// The corpus lookups of decoding steps (the contexts of [`Decoding`]), from scratch and with each
+/// request's hint, reading at most 256 occurrences (the index's default) or 32 (the vLLM
+/// proposer's, which takes one chain per level).
 fn bench_corpus_step(c: &mut Criterion) {
     let d = data();
     let mut group = c.benchmark_group("corpus_lookup_step");
-    for name in ["fresh", "continuing"] {
-        group.bench_function(BenchmarkId::from_parameter(name), |b| {
-            let mut requests: Vec<(Vec<u32>, usize, MatchHint)> = d
-                .prompts
-                .iter()
-                .map(|p| (p.clone(), 0, MatchHint::default()))
-                .collect();
-            let mut i = 0;
-            b.iter(|| {
-                i = (i + 1) % requests.len();
-                let (context, pos, hint) = &mut requests[i];
-                let take = accepted_at(*pos);
-                if *pos + take > d.continuations[i].len() {
-                    *context = d.prompts[i].clone();
-                    *pos = 0;
-                }
-                context.extend_from_slice(&d.continuations[i][*pos..*pos + take]);
-                *pos += take;
-                if name == "fresh" {
-                    black_box(d.corpus.lookup(context, 8, 8))
-                } else {
-                    black_box(d.corpus.lookup_continuing(context, 8, 8, hint))
-                }
-            })
-        });
+    for (occurrences, chains) in [(256, 8), (32, 1)] {
+        let mut corpus = (*d.corpus).clone();
+        corpus.set_max_occurrences(occurrences);
+        for name in ["fresh", "continuing"] {
+            let id = BenchmarkId::new(name, format!("occurrences_{occurrences}"));
+            group.bench_function(id, |b| {
+                let mut requests: Vec<(Vec<u32>, usize, MatchHint)> = d
+                    .prompts
+                    .iter()
+                    .map(|p| (p.clone(), 0, MatchHint::default()))
+                    .collect();
+                let mut i = 0;
+                b.iter(|| {
+                    i = (i + 1) % requests.len();
+                    let (context, pos, hint) = &mut requests[i];
+                    let take = accepted_at(*pos);
+                    if *pos + take > d.continuations[i].len() {
+                        *context = d.prompts[i].clone();
+                        *pos = 0;
+                    }
+                    context.extend_from_slice(&d.continuations[i][*pos..*pos + take]);
+                    *pos += take;
+                    if name == "fresh" {
+                        black_box(corpus.lookup(context, chains, 8))
+                    } else {
+                        black_box(corpus.lookup_continuing(context, chains, 8, hint))
+                    }
+                })
+            });
+        }
     }
     group.finish();
 }
