@@ -127,6 +127,30 @@ def test_tokenizer_fingerprint():
     )
 
 
+def test_tokenizer_fingerprint_hashes_the_documented_pairs_and_follows_added_tokens():
+    """The hash is sha256 over (id as 4 little-endian bytes, token, NUL) in id order, the format
+    stores already record; it is remembered per tokenizer but redone once tokens are added."""
+    import hashlib
+
+    tok = _tiny_tokenizer()
+    digest = hashlib.sha256()
+    for token, idx in sorted(tok.get_vocab().items(), key=lambda kv: (kv[1], kv[0])):
+        digest.update(idx.to_bytes(4, "little") + token.encode() + b"\0")
+    first = models.tokenizer_fingerprint(tok)
+    assert first == f"tiny|vocab=8|sha256={digest.hexdigest()[:16]}"
+    assert models.tokenizer_fingerprint(tok) == first
+    tok.add_tokens(["zebra"])
+    grown = models.tokenizer_fingerprint(tok)
+    assert grown.startswith("tiny|vocab=9|") and models.fingerprint_vocab_hash(grown) != models.fingerprint_vocab_hash(first)
+    assert grown == models.tokenizer_fingerprint(_tiny_tokenizer_with("zebra"))
+
+
+def _tiny_tokenizer_with(extra: str):
+    tok = _tiny_tokenizer()
+    tok.add_tokens([extra])
+    return tok
+
+
 # --------------------------------------------------------------------------- other local models
 
 

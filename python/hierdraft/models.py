@@ -23,12 +23,15 @@ last bits, so compare like with like.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import operator
 import os
 import sys
 import time
+import weakref
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -62,6 +65,8 @@ _COMPLETE_MARKER = "hierdraft-model.json"
 _TOKENIZER_FORMAT = "t2"
 # What an added token's entry in tokenizer_config.json holds (the arguments of `AddedToken`).
 _ADDED_TOKEN_FIELDS = ("content", "single_word", "lstrip", "rstrip", "normalized", "special")
+# tokenizer -> (its number of ids, `_vocab_digest`), see `tokenizer_fingerprint`.
+_VOCAB_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 log = logging.getLogger(__name__)
 
@@ -473,20 +478,49 @@ def _tokenizer_name(tokenizer) -> str:
     return Path(name).name if (os.sep in name or name.startswith(".")) else name
 
 
+def _vocab_size(tokenizer) -> int | None:
+    """The number of ids of the tokenizer, added tokens included, if it can say it cheaply."""
+    get_size = getattr(tokenizer, "get_vocab_size", None)  # tokenizers.Tokenizer
+    if get_size is not None:
+        return int(get_size(with_added_tokens=True))
+    try:
+        return len(tokenizer)  # transformers tokenizers
+    except TypeError:
+        return None
+
+
+def _vocab_digest(tokenizer) -> str:
+    """``vocab=<size>|sha256=<16 hex>`` of the tokenizer's (token, id) pairs."""
+    vocab = _vocab_of(tokenizer)
+    pairs = sorted(vocab.items(), key=operator.itemgetter(1, 0))
+    blob = b"".join([idx.to_bytes(4, "little") + token.encode("utf-8", "surrogatepass") + b"\0" for token, idx in pairs])
+    return f"vocab={len(vocab)}|sha256={hashlib.sha256(blob).hexdigest()[:16]}"
+
+
 def tokenizer_fingerprint(tokenizer) -> str:
     """``"<name>|vocab=<size>|sha256=<16 hex>"``: identifies a tokenizer for tagging stores.
 
     The hash covers every (token, id) pair of the vocabulary including added tokens; two
     tokenizers with the same hash produce the same ids. The name is informational only.
+
+    Hashing a large vocabulary takes about a second (Gemma's 262k tokens), and loading the
+    default stores checks it once per store, so the hash is remembered per tokenizer object
+    while its number of ids stays the same (adding tokens changes it, so it is hashed again).
     """
-    vocab = _vocab_of(tokenizer)
-    digest = hashlib.sha256()
-    for token, idx in sorted(vocab.items(), key=lambda kv: (kv[1], kv[0])):
-        digest.update(idx.to_bytes(4, "little"))
-        digest.update(token.encode("utf-8", "surrogatepass"))
-        digest.update(b"\0")
+    size = _vocab_size(tokenizer)
+    try:
+        known = _VOCAB_DIGESTS.get(tokenizer)
+    except TypeError:  # not weakly referenceable: nothing is remembered
+        known = None
+    if known is not None and size is not None and known[0] == size:
+        digest = known[1]
+    else:
+        digest = _vocab_digest(tokenizer)
+        if size is not None:
+            with contextlib.suppress(TypeError):
+                _VOCAB_DIGESTS[tokenizer] = (size, digest)
     name = _tokenizer_name(tokenizer).replace("|", "/")
-    return f"{name}|vocab={len(vocab)}|sha256={digest.hexdigest()[:16]}"
+    return f"{name}|{digest}"
 
 
 def fingerprint_vocab_hash(fingerprint: str) -> str | None:
