@@ -21,7 +21,7 @@ from scipy.stats import chisquare
 from hierdraft.adaptive import AdaptiveDrafter
 from hierdraft.drafting import PyDraftTree
 from hierdraft.decoding import generate
-from hierdraft.sampling import SamplingParams, verify_sampling
+from hierdraft.sampling import SamplingParams, _argmax_rows, _draw, verify_sampling
 from hierdraft.tree_forward import TreeLogits
 
 P_MIN = 1e-3
@@ -39,6 +39,31 @@ def _chi2_pvalue(observed: np.ndarray, expected_prob: np.ndarray) -> float:
     if len(obs) < 2:
         return 1.0
     return float(chisquare(obs, exp).pvalue)
+
+
+def test_draw_follows_the_weights_and_never_picks_a_zero():
+    weights = torch.tensor([0.1, 0.0, 0.25, 0.0, 0.05, 0.6, 0.0])
+    g = torch.Generator().manual_seed(5)
+    counts = np.bincount([_draw(weights, g) for _ in range(20_000)], minlength=len(weights))
+    assert _chi2_pvalue(counts, weights.numpy()) > P_MIN
+
+
+def test_draw_at_the_top_of_the_range_takes_the_last_weighted_index(monkeypatch):
+    weights = torch.tensor([0.3, 0.7, 0.0, 0.0])
+    # a uniform draw whose product with the total rounds up to the total
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.tensor(1.0, dtype=torch.float64))
+    assert _draw(weights, None) == 1
+
+
+def test_argmax_rows_is_torchs_argmax():
+    rows = torch.randn(5, 1000, generator=torch.Generator().manual_seed(0))
+    rows[1, [10, 500]] = 9.0  # a tie: the first index
+    rows[2, 7] = float("nan")  # NaN counts as the maximum, as in torch
+    rows[3] = 0.0
+    rows[3, 3] = -0.0
+    expected = rows.argmax(dim=-1).tolist()
+    assert _argmax_rows(rows) == expected and expected[1] == 10 and expected[2] == 7
+    assert _argmax_rows(rows.to(torch.bfloat16)) == rows.to(torch.bfloat16).argmax(dim=-1).tolist()
 
 
 @pytest.mark.parametrize(

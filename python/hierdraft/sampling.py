@@ -77,6 +77,29 @@ class Verdict:
     tokens: list[int]  # tokens of the accepted nodes, then the bonus token
 
 
+def _argmax_rows(rows: torch.Tensor) -> list[int]:
+    """The argmax of each row (the first maximal index, NaN counting as maximal, as in
+    `torch.argmax`). A float32 CPU row goes through numpy, which takes a few hundredths of the
+    time PyTorch's CPU argmax does over a vocabulary of 262k (about 0.03 ms against 0.5 ms)."""
+    if rows.device.type == "cpu" and rows.dtype == torch.float32:
+        return rows.detach().numpy().argmax(axis=-1).tolist()
+    return rows.argmax(dim=-1).tolist()
+
+
+def _draw(weights: torch.Tensor, generator: torch.Generator | None) -> int:
+    """One index drawn with probability proportional to the non-negative `weights` (1-D): the
+    inverse of their float64 cumulative sum at a uniform draw. It is the draw of
+    `torch.multinomial(weights, 1)`, which on CPU takes about 9 ms over a vocabulary of 262k
+    (a sixth of a decoding step at temperature 1) against under 1 ms here."""
+    cumulative = torch.cumsum(weights, dim=0, dtype=torch.float64)
+    u = torch.rand((), generator=generator, dtype=torch.float64, device=weights.device)
+    index = int(torch.searchsorted(cumulative, u * cumulative[-1], right=True))
+    if index >= len(weights) or not weights[index] > 0:
+        # u * total rounded up to the total: the last index with any weight
+        index = int(torch.nonzero(weights > 0)[-1, 0])
+    return index
+
+
 def _children_order(parents: np.ndarray) -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for i, p in enumerate(parents.tolist()):
@@ -102,7 +125,7 @@ def verify_greedy(
     if batched is None:
         batched = logits.device.type != "cpu"
     if n == 0:
-        return Verdict([], [int(logits.rows([0])[0].argmax())])
+        return Verdict([], _argmax_rows(logits.rows([0])))
     if batched:
         target = logits.all().argmax(dim=-1).cpu().numpy()
         match = tokens.astype(np.int64) == target[parents.astype(np.int64) + 1]
@@ -114,7 +137,7 @@ def verify_greedy(
         argmax: dict[int, int] = {}
         frontier = [-1]
         while True:
-            level = logits.rows([node + 1 for node in frontier]).argmax(dim=-1).tolist()
+            level = _argmax_rows(logits.rows([node + 1 for node in frontier]))
             step: list[int] = []
             for node, t in zip(frontier, level):
                 argmax[node] = t
@@ -180,5 +203,5 @@ def verify_sampling(
         if rejected and rejected_mass < 1.0 - 1e-6:  # (else: float round-off, nothing left to zero)
             residual = probs.clone()
             residual[torch.tensor(rejected, device=device)] = 0.0
-        bonus = int(torch.multinomial(residual, 1, generator=generator).item())
+        bonus = _draw(residual, generator)
         return Verdict(path, [int(tokens[i]) for i in path] + [bonus])
