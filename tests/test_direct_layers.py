@@ -58,7 +58,7 @@ def _steps(model, use_direct: bool, monkeypatch) -> tuple[list[torch.Tensor], li
         inputs = build_tree_inputs(layout, prompt, empty, empty, empty, 0, cache.cached_lengths())
         out.append(tree_forward.forward_tree(model, layout, cache.cache, inputs).all())
         cache.commit(len(prompt), np.arange(len(prompt)))
-        for n in (1, 7, 12, 40):
+        for n in (1, 7, 12, 70):  # 70: the MLP activation runs in two halves (direct_layers)
             parents = np.array([i // 2 - 1 for i in range(n)], dtype=np.int64)
             depths = np.zeros(n, np.int64)
             for i, p in enumerate(parents):

@@ -32,6 +32,7 @@ import contextlib
 import functools
 import weakref
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,12 @@ LAYOUTS = {
 }
 
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Rows from which the MLP activation runs in two halves on two threads (see
+# `_activated_product`): below it, handing half to a thread costs about what it saves.
+PARALLEL_ACTIVATION_ROWS = 64
+# Values per split point of the activation: a multiple of the widest vector loop PyTorch's CPU
+# kernels take (two AVX-512 vectors of 16 floats).
+_SPLIT_ALIGN = 64
 
 
 def _norm(module: Any) -> FusedRMSNorm | None:
@@ -98,6 +105,35 @@ def _rotated(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     if x.size:
         _rotary(x, cos, sin, out)
     return out
+
+
+def _activated_product(act: Callable[[torch.Tensor], torch.Tensor], gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """`act(gate) * up`, as the MLP module computes it. From `PARALLEL_ACTIVATION_ROWS` rows on
+    (a prompt), the rows are done in two halves on two threads: PyTorch runs on one thread while
+    hierdraft decodes (`cpu_matmul.kernel_threads`), and its element-wise kernels release the GIL.
+
+    The values are the same either way. PyTorch's element-wise CPU loops take whole vectors (two
+    of up to 16 floats at a time) and finish any rest with a scalar loop whose last bits may
+    differ; both halves hold a multiple of `_SPLIT_ALIGN` values, as the whole does, so no value
+    reaches the scalar loop in either."""
+    rows, width = gate.shape
+    if rows < PARALLEL_ACTIVATION_ROWS or width % _SPLIT_ALIGN:
+        return act(torch.from_numpy(gate)).numpy() * up
+    out = np.empty_like(up)
+
+    def part(lo: int, hi: int) -> None:
+        np.multiply(act(torch.from_numpy(gate[lo:hi])).numpy(), up[lo:hi], out=out[lo:hi])
+
+    half = rows // 2
+    other = _activation_helper().submit(part, half, rows)
+    part(0, half)
+    other.result()
+    return out
+
+
+@functools.cache
+def _activation_helper() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="hierdraft-activation")
 
 
 class _Memo:
@@ -232,7 +268,7 @@ class LayerPlan:
             x = x + a
             h = _normalized(norm["post_attention_layernorm"], x)  # type: ignore[arg-type]
         gate, up = _project_all((lin["gate"], lin["up"]), h)
-        mixed = self.act(torch.from_numpy(gate)).numpy() * up
+        mixed = _activated_product(self.act, gate, up)
         m = np.empty((rows, lin["down"].out_features), dtype=np.float32)
         lin["down"].project_array(mixed, m)
         if self.layout == "sandwich":
