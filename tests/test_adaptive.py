@@ -114,18 +114,25 @@ def test_useless_branches_are_trimmed_and_trees_stay_closed():
     assert inner.accepted[-1] == [1, 2, 3, 4]  # accept() reaches the wrapped session unchanged
 
 
-def test_exploration_steps_verify_the_whole_tree():
-    tree = PyDraftTree.from_chains([[1, 2], [7, 8]])
-    drafter = AdaptiveDrafter(_FixedTrees(tree), explore_every=4)
+def test_exploration_steps_verify_a_few_nodes_more():
+    # chain 1-2-3-4-5-6 is never accepted: the choice drops every node, and each fourth step
+    # verifies the first explore_nodes of the ranking (the chain's start) all the same
+    tree = PyDraftTree.from_chains([[1, 2, 3, 4, 5, 6]])
+    drafter = AdaptiveDrafter(_FixedTrees(tree), explore_every=4, explore_nodes=2)
     session = drafter.start([0])
-    sizes = []
-    for _ in range(16):
+    sizes, explored = [], []
+    for step in range(1, 17):
         proposed = session.propose()
         sizes.append(len(proposed))
-        session.accept([1, 2, 5])
+        if step % 4 == 0:
+            explored.append(proposed.tokens.tolist())
+        session.accept([9])
         drafter.cost.observe(len(proposed), 0.1 + 0.02 * len(proposed))
-    assert sizes[3] == sizes[7] == sizes[11] == sizes[15] == 4
-    assert min(sizes) < 4
+    assert sizes[0] == 6  # nothing known yet: the whole tree
+    assert explored[1:] == [[1, 2]] * 3
+    assert sizes[-2] == 0  # not an exploration step: nothing is worth verifying
+    with pytest.raises(ValueError):
+        AdaptiveDrafter(_FixedTrees(tree), explore_nodes=-1)
 
 
 @pytest.mark.parametrize("prompt", [PROMPTS[0], PROMPTS[6], PROMPTS[9]])

@@ -16,8 +16,12 @@ protocol:
 A node's value is its bucket's acceptance rate, capped by its parent's value (a node cannot be
 reached more often than its parent). Nodes are ranked by value, parents first. The tree keeps the
 prefix of that ranking that maximises the expected tokens per second, `(1 + sum of values) /
-cost(nodes)`. Every `explore_every`-th step verifies the whole tree, so buckets that were cut
-keep being measured. Pruning only removes nodes, so decoding stays lossless.
+cost(nodes)`. Every `explore_every`-th step also verifies the next `explore_nodes` nodes of the
+ranking, so the buckets just below the cut keep being measured (and the node counts vary enough
+to fit the cost's slope). The whole tree is not verified then: on CPU such a step costs several
+plain ones, which, once in 16 steps, is as much as drafting gains where few drafts are accepted
+(sampling at temperature 1; the README gives the measurements).
+Pruning only removes nodes, so decoding stays lossless.
 
 Greedy output is unchanged. With sampling the output distribution is unchanged too, but the trees
 depend on measured timings, so a seed no longer fixes the sampled tokens; use the bare drafter
@@ -55,9 +59,11 @@ MAX_BUCKET_DEPTH = 16
 PLAIN_STEP_WEIGHT = 0.2
 # Tree steps needed before a fitted slope is trusted over the prior one.
 MIN_STEPS_FOR_SLOPE = 8
-# One step in this many verifies the whole tree: often enough that buckets that were cut are
-# measured again within a request, seldom enough that the full trees cost little.
+# One step in this many verifies `DEFAULT_EXPLORE_NODES` more nodes than the choice: often
+# enough that buckets that were cut are measured again within a request, seldom enough that the
+# larger trees cost little.
 DEFAULT_EXPLORE_EVERY = 16
+DEFAULT_EXPLORE_NODES = 4
 
 
 class AcceptanceStats:
@@ -186,11 +192,15 @@ class AdaptiveDrafter:
         explore_every: int = DEFAULT_EXPLORE_EVERY,
         stats: AcceptanceStats | None = None,
         cost: StepCost | None = None,
+        explore_nodes: int = DEFAULT_EXPLORE_NODES,
     ):
         if explore_every < 1:
             raise ValueError(f"explore_every must be >= 1, got {explore_every}")
+        if explore_nodes < 0:
+            raise ValueError(f"explore_nodes must be >= 0, got {explore_nodes}")
         self.drafter = drafter
         self.explore_every = explore_every
+        self.explore_nodes = explore_nodes
         self.stats = stats if stats is not None else AcceptanceStats()
         self.cost = cost if cost is not None else StepCost()
         self._lock = threading.Lock()
@@ -201,8 +211,10 @@ class AdaptiveDrafter:
     def start(self, prompt_ids: Sequence[int]) -> _AdaptiveSession:
         return _AdaptiveSession(self, self.drafter.start(prompt_ids))
 
-    def select(self, parents: np.ndarray, buckets: list[Bucket], session: AcceptanceStats) -> np.ndarray:
-        """Boolean mask of the nodes to verify (closed under ancestors)."""
+    def select(self, parents: np.ndarray, buckets: list[Bucket], session: AcceptanceStats,
+               extra: int = 0) -> np.ndarray:
+        """Boolean mask of the nodes to verify (closed under ancestors): the best prefix of the
+        ranking, and `extra` more nodes of it."""
         n = len(parents)
         with self._lock:
             rates = [session.rate(b, prior=self.stats.rate(b)) for b in buckets]
@@ -214,7 +226,7 @@ class AdaptiveDrafter:
             values[i] = r if p < 0 else min(r, values[p])
         order = np.lexsort((np.arange(n), -values))  # by value, then node order: parents first
         keep = np.zeros(n, dtype=bool)
-        keep[order[: choose_prefix(values[order], cost)]] = True
+        keep[order[: choose_prefix(values[order], cost) + extra]] = True
         return keep
 
     def observe(self, buckets: list[Bucket], accepted: np.ndarray, nodes: int, seconds: float | None) -> None:
@@ -246,10 +258,11 @@ class _AdaptiveSession:
         depths = np.asarray(tree.depths).astype(np.int64, copy=False).reshape(-1)
         sources = np.asarray(getattr(tree, "sources", np.zeros(len(tokens))), dtype=np.int64).reshape(-1)
         buckets = _buckets(parents, depths, sources)
-        if len(tokens) and self._steps % self._owner.explore_every != 0:
-            keep = self._owner.select(parents, buckets, self._stats)
+        if len(tokens):
+            exploring = self._steps % self._owner.explore_every == 0
+            keep = self._owner.select(parents, buckets, self._stats, self._owner.explore_nodes if exploring else 0)
         else:
-            keep = np.ones(len(tokens), dtype=bool)
+            keep = np.ones(0, dtype=bool)
         tokens, parents, depths = keep_nodes(tokens, parents, depths, keep)
         kept_buckets = [b for b, k in zip(buckets, keep.tolist()) if k]
         self._pending = (tokens, parents, kept_buckets)
