@@ -304,9 +304,10 @@ def _record_added_tokens(folder: Path, tokenizer: Any) -> None:
     """Writes the tokenizer's added tokens into the saved `tokenizer_config.json`.
 
     transformers' `save_pretrained` leaves them out, and `from_pretrained` then parses the whole
-    `tokenizer.json` a second time in Python just to find them (about 1.5 s of a load for Gemma's
-    33 MB file, on top of the parse by the `tokenizers` library). With them in the config the
-    loaded tokenizer is the same: same vocabulary, added and special tokens (tested).
+    `tokenizer.json` a second time in Python just to find them, on top of the parse by the
+    `tokenizers` library: for a large vocabulary, a good part of the load (the README gives the
+    figures). With them in the config the loaded tokenizer is the same: same vocabulary, added
+    and special tokens (tested).
     """
     config_path = folder / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -503,9 +504,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
     The hash covers every (token, id) pair of the vocabulary including added tokens; two
     tokenizers with the same hash produce the same ids. The name is informational only.
 
-    Hashing a large vocabulary takes about a second (Gemma's 262k tokens), and loading the
-    default stores checks it once per store, so the hash is remembered per tokenizer object
-    while its number of ids stays the same (adding tokens changes it, so it is hashed again).
+    Hashing a large vocabulary is slow in Python, and loading the default stores checks it once
+    per store, so the hash is remembered per tokenizer object while its number of ids stays the
+    same (adding tokens changes it, so it is hashed again).
     """
     size = _vocab_size(tokenizer)
     try:
