@@ -208,7 +208,7 @@ impl CorpusIndex {
 
     /// The longest context suffix (`m` tokens) that occurs followed by a token, and the range of
     /// the suffix array holding those occurrences.
-    pub fn longest_match(&self, context: &[u32]) -> Found {
+    pub fn longest_match(&self, context: &[u32]) -> Option<(usize, std::ops::Range<usize>)> {
         self.view().longest_match_upto(context, MAX_CONTEXT_MATCH)
     }
     fn view(&self) -> View<'_> {
@@ -221,7 +221,11 @@ impl CorpusIndex {
     /// [`CorpusIndex::longest_match`] of a context that may continue the one `hint` was made
     /// for (the same request one step later), searching only where the longer match can be (see
     /// [`crate::match_hint`]); the result is the same. `hint` then describes `context`.
-    pub fn longest_match_continuing(&self, context: &[u32], hint: &mut MatchHint) -> Found {
+    pub fn longest_match_continuing(
+        &self,
+        context: &[u32],
+        hint: &mut MatchHint,
+    ) -> Option<(usize, std::ops::Range<usize>)> {
         let view = self.view();
         let found = match hint.plan(self.id, context) {
             Plan::Known(found) => found,
