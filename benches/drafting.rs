@@ -221,9 +221,19 @@ fn configs() -> Vec<(&'static str, Vec<Level>)> {
     ]
 }
 
-/// Tokens a step accepts (1 to 3, as verification does), by the step's position.
-fn accepted_at(pos: usize) -> usize {
-    1 + pos % 3
+/// The tokens request `i` accepts at the step after `*pos` of its continuation (1 to 3, as
+/// verification does), advancing `*pos`, and whether the request starts over first (its
+/// continuation has ended).
+fn next_accepted(i: usize, pos: &mut usize) -> (bool, &'static [u32]) {
+    let continuation = &data().continuations[i];
+    let take = 1 + *pos % 3;
+    let restart = *pos + take > continuation.len();
+    if restart {
+        *pos = 0;
+    }
+    let tokens = &continuation[*pos..*pos + take];
+    *pos += take;
+    (restart, tokens)
 }
 
 /// The benchmark's requests being decoded, one step at a time, round robin: each step accepts
@@ -260,22 +270,17 @@ impl Decoding {
     }
 
     fn step(&mut self) -> DraftTree {
-        let d = data();
         let i = self.next;
         self.next = (i + 1) % self.sessions.len();
         let (session, pos) = &mut self.sessions[i];
-        let take = accepted_at(*pos);
-        if *pos + take > d.continuations[i].len() {
+        let (restart, tokens) = next_accepted(i, pos);
+        if restart {
             *session = self
                 .drafter
-                .start(&d.prompts[i])
+                .start(&data().prompts[i])
                 .expect("prompt in vocabulary");
-            *pos = 0;
         }
-        session
-            .accept(&d.continuations[i][*pos..*pos + take])
-            .expect("tokens in vocabulary");
-        *pos += take;
+        session.accept(tokens).expect("tokens in vocabulary");
         session.propose()
     }
 }
@@ -312,13 +317,11 @@ fn bench_corpus_step(c: &mut Criterion) {
                 b.iter(|| {
                     i = (i + 1) % requests.len();
                     let (context, pos, hint) = &mut requests[i];
-                    let take = accepted_at(*pos);
-                    if *pos + take > d.continuations[i].len() {
+                    let (restart, tokens) = next_accepted(i, pos);
+                    if restart {
                         *context = d.prompts[i].clone();
-                        *pos = 0;
                     }
-                    context.extend_from_slice(&d.continuations[i][*pos..*pos + take]);
-                    *pos += take;
+                    context.extend_from_slice(tokens);
                     if name == "fresh" {
                         black_box(corpus.lookup(context, chains, 8))
                     } else {

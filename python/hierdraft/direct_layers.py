@@ -117,13 +117,14 @@ def _activated_product(act: Callable[[torch.Tensor], torch.Tensor], gate: np.nda
     differ; both halves hold a multiple of `_SPLIT_ALIGN` values, as the whole does, so no value
     reaches the scalar loop in either."""
     rows, width = gate.shape
-    if rows < PARALLEL_ACTIVATION_ROWS or width % _SPLIT_ALIGN:
-        return act(torch.from_numpy(gate)).numpy() * up
     out = np.empty_like(up)
 
     def part(lo: int, hi: int) -> None:
         np.multiply(act(torch.from_numpy(gate[lo:hi])).numpy(), up[lo:hi], out=out[lo:hi])
 
+    if rows < PARALLEL_ACTIVATION_ROWS or width % _SPLIT_ALIGN:
+        part(0, rows)
+        return out
     half = rows // 2
     other = _activation_helper().submit(part, half, rows)
     part(0, half)

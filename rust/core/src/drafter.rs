@@ -27,7 +27,6 @@ use crate::error::{check_tokens, Error, Result};
 use crate::level::Level;
 use crate::match_hint::MatchHint;
 use crate::model_store::ModelStore;
-use crate::shared_store::SharedStore;
 
 /// Settings of a [`HierarchicalDrafter`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,18 +137,6 @@ struct Shared {
     corpus: Option<Arc<CorpusIndex>>,
     /// Vocabulary size known by the stores (the smallest, if both know one).
     vocab_size: Option<u32>,
-}
-
-impl Shared {
-    /// The shared store that serves `level`, if the drafter has one (none for the context level,
-    /// which every session keeps for itself).
-    fn store(&self, level: Level) -> Option<&dyn SharedStore> {
-        match level {
-            Level::Context => None,
-            Level::Model => self.model.as_deref().map(|m| m as &dyn SharedStore),
-            Level::Corpus => self.corpus.as_deref().map(|c| c as &dyn SharedStore),
-        }
-    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -309,8 +296,8 @@ impl DraftSession {
                     }
                     None => continue,
                 },
-                shared => match self.shared.store(shared) {
-                    Some(store) => store.lookup(self.tokens(), k, cfg.max_depth),
+                Level::Model => match &self.shared.model {
+                    Some(model) => model.lookup(self.tokens(), k, cfg.max_depth),
                     None => continue,
                 },
             };

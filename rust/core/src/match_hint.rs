@@ -77,9 +77,8 @@ impl MatchHint {
                 len: m + k,
                 within: range.clone(),
             },
-            Some((m, _)) => Plan::Search {
-                limit: (m + k).min(MAX_CONTEXT_MATCH),
-            },
+            // past the longest length tried: the bound m + k says nothing
+            Some(_) => scratch,
             None => Plan::Search {
                 limit: k.min(MAX_CONTEXT_MATCH),
             },

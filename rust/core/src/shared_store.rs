@@ -2,8 +2,9 @@
 //! [`ModelStore`] and the [`CorpusIndex`] — do the same way: look up a context, know their
 //! vocabulary, save to a file and load from one.
 //!
-//! The drafter reads both levels through it, and the Python binding serves both classes with one
-//! generic function per method. The core types keep their own (inherent) methods with the same
+//! The Python binding serves both classes with one generic function per method. (The drafter
+//! calls each store directly: a session's corpus lookups continue from its last match, which a
+//! lookup through the trait cannot.) The core types keep their own (inherent) methods with the same
 //! signatures; the implementations here forward to them.
 
 use std::path::Path;
