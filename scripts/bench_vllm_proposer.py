@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-model-len", type=int, default=4096)
     ap.add_argument("--model-store", default=None, help="path, or 'none' (default: the default store)")
     ap.add_argument("--corpus-index", default=None, help="path, or 'none' (default: the default index)")
+    ap.add_argument("--no-learn", action="store_true", help="do not feed finished requests to the model store")
     ap.add_argument("--questions", type=Path, default=None, help="Spec-Bench question.jsonl")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     options = {k: v for k, v in (("model_store", args.model_store), ("corpus_index", args.corpus_index),
                                  ("budget", args.budget), ("candidates", args.candidates),
                                  ("corpus_max_occurrences", args.corpus_max_occurrences)) if v is not None}
+    if args.no_learn:
+        options["learn"] = False
     rows_list = [int(x) for x in args.rows.split(",") if x.strip()]
 
     def factory(rows: int) -> HierdraftProposer:

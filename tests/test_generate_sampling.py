@@ -21,7 +21,8 @@ from scipy.stats import chisquare
 from hierdraft.adaptive import AdaptiveDrafter
 from hierdraft.drafting import PyDraftTree
 from hierdraft.decoding import generate
-from hierdraft.sampling import SamplingParams, _argmax_rows, _draw, verify_sampling
+from hierdraft.sampling import SamplingParams, _draw, verify_sampling
+from hierdraft.tree_forward import argmax_rows
 from hierdraft.tree_forward import TreeLogits
 
 P_MIN = 1e-3
@@ -62,8 +63,8 @@ def test_argmax_rows_is_torchs_argmax():
     rows[3] = 0.0
     rows[3, 3] = -0.0
     expected = rows.argmax(dim=-1).tolist()
-    assert _argmax_rows(rows) == expected and expected[1] == 10 and expected[2] == 7
-    assert _argmax_rows(rows.to(torch.bfloat16)) == rows.to(torch.bfloat16).argmax(dim=-1).tolist()
+    assert argmax_rows(rows) == expected and expected[1] == 10 and expected[2] == 7
+    assert argmax_rows(rows.to(torch.bfloat16)) == rows.to(torch.bfloat16).argmax(dim=-1).tolist()
 
 
 @pytest.mark.parametrize(

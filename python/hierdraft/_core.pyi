@@ -45,6 +45,7 @@ __all__ = [
     "attention",
     "QuantTensor",
     "qlinear_group",
+    "GreedyHead",
     "GgufFile",
     "GgufTensorInfo",
     "GgufFormatError",
@@ -362,6 +363,21 @@ class GgufTensorInfo:
     @property
     def nbytes(self) -> int | None:
         """Bytes of data; ``None`` for types hierdraft does not support."""
+
+@final
+class GreedyHead:
+    """A Q8_0 ``QuantTensor`` with the 5-bit proxy that ranks its rows: ``argmax(x)`` is, for every
+    row of ``x``, the first maximal index of ``x[row] @ W.T`` as ``QuantTensor.linear`` computes it
+    (NaN counts as maximal, as in ``torch.argmax``), with only the rows the proxy's bound cannot
+    rule out computed exactly. ``ValueError`` for another type or a non-finite block scale."""
+
+    def __new__(cls, tensor: QuantTensor) -> GreedyHead: ...
+    @property
+    def proxy_bytes(self) -> int: ...
+    @property
+    def shape(self) -> tuple[int, int]: ...
+    def argmax(self, x: npt.NDArray[np.float32], report: bool = False, portable: bool = False) -> Any:
+        """int64 (r,) indices; with ``report``, also the rows computed exactly per input row."""
 
 @final
 class GgufFile:

@@ -271,7 +271,7 @@ class SpeculativeDecoder:
         inputs = build_tree_inputs(
             self.layout, chain, tokens, parents, depths, self.cache.length, self.cache.cached_lengths(), anc
         )
-        logits = forward_tree(self.model, self.layout, self.cache.cache, inputs, parents)
+        logits = forward_tree(self.model, self.layout, self.cache.cache, inputs, parents, greedy=self.params.greedy)
         if self.params.greedy:
             verdict = verify_greedy(logits, tokens, parents, depths, anc)
         else:

@@ -5,6 +5,9 @@
   row's result never depends on the other rows of its call (plain decoding and tree steps agree
   by construction), and it equals the float32 product over the dequantized weights computed by
   `hierdraft._core.linear_rows` bit for bit.
+  `QuantLinear.greedy_argmax` gives each row's argmax of that product for a Q8_0 weight (an LM
+  head) from a 5-bit proxy of it (`hierdraft._core.GreedyHead`): the same index, reading about
+  two thirds of the bytes.
 - `QuantEmbedding`: a token embedding (optionally scaled, as Gemma's is) that dequantizes only the
   rows of the tokens it is given.
 
@@ -20,6 +23,7 @@ tests compare against.
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 from typing import Any
 
@@ -28,6 +32,11 @@ import torch
 from torch import nn
 
 from .numerics import DEFAULT_NUMERICS, resolve_numerics
+
+try:
+    from ._core import GreedyHead as _GreedyHead
+except ImportError:  # extension not built: no greedy proxies (full products answer)
+    _GreedyHead = None
 
 __all__ = [
     "QuantLinear",
@@ -41,6 +50,9 @@ __all__ = [
 
 COMPUTE_DTYPE = torch.float32
 DEVICE = torch.device("cpu")
+# The greedy proxy of each QuantLinear that built one (None: it cannot have one). Kept outside
+# the module, so that copying a model never tries to copy a proxy.
+_GREEDY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def _check_input(x: torch.Tensor, what: str) -> None:
     if x.device.type != "cpu":
         raise RuntimeError(f"{what} computes on CPU; got a tensor on {x.device} (load a float model for accelerators)")
@@ -86,6 +98,31 @@ class QuantLinear(nn.Module):
             product(flat, out)
         if self.bias is not None:
             out += self.bias.detach().numpy()
+
+    def has_greedy_argmax(self) -> bool:
+        """Whether `greedy_argmax` answers for this layer: float32 numerics, no bias, and a Q8_0
+        weight with finite block scales (its proxy is built here, once, on first use)."""
+        return self._greedy() is not None
+
+    def greedy_argmax(self, flat: np.ndarray) -> np.ndarray:
+        """The first maximal index of each row of `project_array(flat)` (NaN counting as maximal,
+        as in `torch.argmax`) for C-ordered float32 `flat` (rows, in_features), as int64 (rows,).
+        Ranked by the weight's 5-bit proxy with a proven error bound; only the rows the bound cannot
+        rule out are computed exactly (`hierdraft._core.GreedyHead`)."""
+        head = self._greedy()
+        if head is None:
+            raise RuntimeError(f"this layer has no greedy proxy ({self.extra_repr()})")
+        return head.argmax(flat)
+
+    def _greedy(self) -> Any:
+        if _GreedyHead is None or self.numerics != "fp32" or self.bias is not None or self.qweight.qtype != "Q8_0":
+            return None
+        if self not in _GREEDY:
+            try:
+                _GREEDY[self] = _GreedyHead(self.qweight)
+            except ValueError:  # a non-finite block scale: the bound would not hold
+                _GREEDY[self] = None
+        return _GREEDY[self]
 
     def extra_repr(self) -> str:
         return (

@@ -77,15 +77,6 @@ class Verdict:
     tokens: list[int]  # tokens of the accepted nodes, then the bonus token
 
 
-def _argmax_rows(rows: torch.Tensor) -> list[int]:
-    """The argmax of each row (the first maximal index, NaN counting as maximal, as in
-    `torch.argmax`). A float32 CPU row goes through numpy, whose argmax over a large vocabulary
-    is many times faster than PyTorch's on CPU (the README gives the figures)."""
-    if rows.device.type == "cpu" and rows.dtype == torch.float32:
-        return rows.detach().numpy().argmax(axis=-1).tolist()
-    return rows.argmax(dim=-1).tolist()
-
-
 def _draw(weights: torch.Tensor, generator: torch.Generator | None) -> int:
     """One index drawn with probability proportional to the non-negative `weights` (1-D): the
     inverse of their float64 cumulative sum at a uniform draw. It is the draw of
@@ -125,7 +116,7 @@ def verify_greedy(
     if batched is None:
         batched = logits.device.type != "cpu"
     if n == 0:
-        return Verdict([], _argmax_rows(logits.rows([0])))
+        return Verdict([], logits.argmax([0]))
     if batched:
         target = logits.all().argmax(dim=-1).cpu().numpy()
         match = tokens.astype(np.int64) == target[parents.astype(np.int64) + 1]
@@ -137,7 +128,7 @@ def verify_greedy(
         argmax: dict[int, int] = {}
         frontier = [-1]
         while True:
-            level = _argmax_rows(logits.rows([node + 1 for node in frontier]))
+            level = logits.argmax([node + 1 for node in frontier])
             step: list[int] = []
             for node, t in zip(frontier, level):
                 argmax[node] = t

@@ -17,6 +17,7 @@ mod error;
 mod fused;
 mod ggml_type;
 pub mod gguf;
+mod greedy_head;
 mod group;
 mod int8;
 mod linear_rows;
@@ -36,6 +37,7 @@ pub use dequant::{dequantize_row, dequantize_row_portable, dequantize_rows};
 pub use error::KernelError;
 pub use ggml_type::{ggml_type_name, GgmlType, UnsupportedType};
 pub use gguf::{GgufError, GgufFile, MetaArray, MetaValue, TensorInfo};
+pub use greedy_head::{ArgmaxReport, GreedyHead, GreedyHeadError};
 pub use group::{qlinear_group, qlinear_group_portable, GroupError};
 pub use int8::{
     has_int8_form, qlinear_int8, qlinear_int8_portable, quantize_activations,

@@ -12,6 +12,7 @@ mod defaults;
 mod drafting;
 mod errors;
 mod gguf;
+mod greedy_head;
 mod kernels;
 mod norm;
 mod quant;
@@ -36,6 +37,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(attention::attention, m)?)?;
     m.add_class::<quant::PyQuantTensor>()?;
     m.add_function(wrap_pyfunction!(quant::qlinear_group, m)?)?;
+    m.add_class::<greedy_head::PyGreedyHead>()?;
     m.add_class::<gguf::PyGgufFile>()?;
     m.add_class::<gguf::PyGgufTensorInfo>()?;
     m.add(

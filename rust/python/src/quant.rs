@@ -29,6 +29,11 @@ impl PyQuantTensor {
         Self { matrix }
     }
 
+    /// The matrix (for the other classes built on one, e.g. `GreedyHead`).
+    pub(crate) fn matrix(&self) -> &QuantMatrix {
+        &self.matrix
+    }
+
     /// Checks the shapes of `x` (r, cols) and `out` (r, rows), then runs `kernel` on them with
     /// the GIL released (the body of `linear` and `linear_int8`).
     fn product(

@@ -6,6 +6,8 @@
 
 mod portable;
 
+pub(crate) use portable::f16_at;
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 
