@@ -28,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--rows-per-prompt", type=int, default=16)
+    parser.add_argument("--questions", default=None, help="Spec-Bench question.jsonl (default: the bench's)")
     args = parser.parse_args()
 
     import hierdraft
@@ -36,7 +37,12 @@ def main() -> None:
 
     model, tokenizer = hierdraft.load_default()
     head = model.get_output_embeddings()
-    lines = default_questions_path().read_text().splitlines()
+    from pathlib import Path
+
+    questions = Path(args.questions) if args.questions else default_questions_path()
+    if questions is None:
+        raise SystemExit("no question file found: pass --questions PATH (Spec-Bench question.jsonl)")
+    lines = questions.read_text().splitlines()
     step = max(1, len(lines) // args.prompts)
     rows = []
     for line in lines[::step][: args.prompts]:
