@@ -3,9 +3,9 @@
 `forward_tree` runs the model over the inputs `tree_mask.build_tree_inputs` made. On CPU the
 model's body and its LM head can run separately (`AttentionLayout.split_head`, decided by the
 probe in `tree_probe`): the head is the largest matrix of a small model, and the walk only needs
-the rows of the nodes it reaches, so `TreeLogits` computes them on demand. A greedy walk only needs each row's argmax: for a
-row asked for alone, a head that has one answers from its greedy proxy
-(`QuantLinear.greedy_argmax`, the exact argmax at about two thirds of the head's bytes).
+the rows of the nodes it reaches, so `TreeLogits` computes them on demand. A greedy walk only
+needs each row's argmax: for a row asked for alone, a head that has one answers from its greedy
+proxy (`QuantLinear.greedy_argmax`, the exact argmax at about two thirds of the head's bytes).
 """
 
 from __future__ import annotations
@@ -123,18 +123,12 @@ def apply_head(model: Any, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def has_greedy_head(model: Any) -> bool:
-    """Whether the model's LM head has a greedy proxy (`QuantLinear.has_greedy_argmax`)."""
-    head = model.get_output_embeddings()
-    return hasattr(head, "has_greedy_argmax") and head.has_greedy_argmax()
-
-
-def greedy_head(model: Any, hidden: torch.Tensor) -> Any:
+def greedy_head(model: Any, device: torch.device) -> Any:
     """A function from hidden rows to their argmax through the model's greedy proxy head, or None
-    when it has none (the head is not a `QuantLinear` with a proxy, or the logits are soft-capped,
-    which could merge distinct logits into ties)."""
+    when it has none (not on CPU, the head is not a `QuantLinear` with a proxy, or the logits are
+    soft-capped, which could merge distinct logits into ties)."""
     head = model.get_output_embeddings()
-    if hidden.device.type != "cpu" or not has_greedy_head(model):
+    if device.type != "cpu" or not hasattr(head, "has_greedy_argmax") or not head.has_greedy_argmax():
         return None
     if getattr(text_config(model), "final_logit_softcapping", None) is not None:
         return None
@@ -166,9 +160,9 @@ def forward_tree(
     # way (see cpu_matmul and cpu_attention); the decoder layers of quantized models run as direct
     # kernel calls, with the modules' arithmetic (see direct_layers).
     with kernel_linears(model), kernel_attention(model), direct_layers(model):
-        if layout.split_head and (k > 1 or (greedy and has_greedy_head(model))):
+        fast = greedy_head(model, layout.device) if greedy and layout.split_head else None
+        if layout.split_head and (k > 1 or fast is not None):
             hidden = model.base_model(**kwargs).last_hidden_state[0, -k:]
-            fast = greedy_head(model, hidden) if greedy else None
             at_once = head_rows_at_once(model.get_output_embeddings(), hidden)
             likely = likely_rows(parents, at_once) if parents is not None else ()
             return TreeLogits(
