@@ -14,6 +14,9 @@ store only when ``hierdraft build defaults`` made one), or ``--model-store`` / `
 Timed steps start after ``--warmup`` steps; a step's time includes everything ``propose`` does
 (argument checks, session lookup and extension, new sessions for new requests, drafting, best
 chains). Prints p50 / p90 / p99 / mean microseconds per step and the draft statistics.
+``--threads-ab`` instead measures what the helper threads bring: each step is proposed by a
+default table and by one confined to the calling thread, alternately first, and the median
+ratio of their times is printed.
 
     flock /tmp/hierdraft-timing.lock .venv/bin/python scripts/bench_vllm_proposer.py [--rows 1,32,256]
 """
@@ -140,6 +143,47 @@ def bench(proposer_factory, requests, rows: int, steps: int, warmup: int, max_mo
     }
 
 
+def bench_threads(proposer_factory, requests, rows: int, steps: int, warmup: int, max_model_len: int,
+                  seed: int) -> dict:
+    """The same batch proposed by two tables, one with its default thread use and one confined to
+    the calling thread, alternating which goes first; the median of the per-step time ratios is
+    robust to the machine's drifts, which separate runs are not."""
+    from hierdraft import _core
+
+    pair = []
+    for parallel_min_rows in (None, 2**62):
+        proposer = proposer_factory(rows)
+        if parallel_min_rows is not None:
+            proposer.sessions = _core.SessionTable(
+                proposer.drafter, proposer.num_speculative_tokens, proposer.max_model_len,
+                proposer.options.max_idle_sessions, learn=proposer.options.learn,
+                parallel_min_rows=parallel_min_rows)
+        pair.append(proposer)
+    batch = Batch(rows, max_model_len, requests, seed)
+    times: list[list[float]] = [[], []]
+    drafts = None
+    for step in range(warmup + steps):
+        sampled, *_ = batch.step(drafts)
+        for i in ((0, 1) if step % 2 else (1, 0)):
+            t0 = time.perf_counter()
+            out = pair[i].propose(sampled, batch.num_tokens_no_spec, batch.token_ids_cpu)
+            if step >= warmup:
+                times[i].append(time.perf_counter() - t0)
+            if i == 0:
+                drafts = out
+    default, serial = np.array(times[0]) * 1e6, np.array(times[1]) * 1e6
+    return {"rows": rows, "parallel_min_rows": pair[0].sessions.parallel_min_rows, "default_p50_us": float(np.median(default)),
+            "serial_p50_us": float(np.median(serial)), "paired_ratio": float(np.median(default / serial))}
+
+
+def format_threads(results: list[dict]) -> str:
+    lines = ["| rows | default p50 us | one thread p50 us | paired ratio (default / one thread) |",
+             "|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r['rows']} | {r['default_p50_us']:.1f} | {r['serial_p50_us']:.1f} | {r['paired_ratio']:.3f} |")
+    return "\n".join(lines)
+
+
 def format_table(results: list[dict]) -> str:
     lines = [
         "| rows | p50 us | p90 us | p99 us | mean us | goal p50 | draft tokens/row | drafted rows | accepted/row-step "
@@ -174,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--questions", type=Path, default=None, help="Spec-Bench question.jsonl")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--threads-ab", action="store_true",
+                    help="instead: the default table against one confined to the calling thread, step by step")
     args = ap.parse_args(argv)
 
     from hierdraft.models import load_tokenizer
@@ -199,6 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     probe = factory(1)
     print(f"{len(requests)} requests (Spec-Bench questions with a reference), K={args.k}, "
           f"max_model_len={args.max_model_len}; drafter: {probe.drafter!r}")
+    if args.threads_ab:
+        pairs = [bench_threads(factory, requests, r, args.steps, args.warmup, args.max_model_len, args.seed)
+                 for r in rows_list]
+        print(f"parallel from {pairs[0]['parallel_min_rows']} rows on (the default)")
+        print(format_threads(pairs))
+        if args.json:
+            args.json.write_text(json.dumps({"k": args.k, "drafter": repr(probe.drafter), "threads_ab": pairs}, indent=2))
+        return 0
     results = [bench(factory, requests, r, args.steps, args.warmup, args.max_model_len, args.seed) for r in rows_list]
     print(format_table(results))
     if args.json:

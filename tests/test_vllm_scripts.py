@@ -170,3 +170,20 @@ def test_proposer_benchmark_simulation_runs():
     assert result["draft_tokens_per_row"] > 0 and result["accepted_per_row_step"] > 0
     table = bench.format_table([result, {**result, "rows": 32, "p50_us": 50.0}])
     assert "| 3 |" in table and "<= 100 (met)" in table
+
+
+def test_proposer_benchmark_compares_threads_on_one_batch():
+    bench = load_script("bench_vllm_proposer")
+    from hierdraft.vllm import HierdraftProposer
+
+    requests = [([5, 6, 7, 8], [9, 5, 6, 7, 8, 9, 5, 6]), ([1, 2, 3], [1, 2, 3, 1, 2, 3, 4])]
+
+    def factory(rows):
+        return HierdraftProposer(bench.stand_in_config(4, 64, rows, {"model_store": "none", "corpus_index": "none"}))
+
+    result = bench.bench_threads(factory, requests, rows=30, steps=10, warmup=2, max_model_len=64, seed=0)
+    assert result["rows"] == 30
+    assert result["parallel_min_rows"] == factory(1).sessions.parallel_min_rows
+    assert result["default_p50_us"] > 0 and result["serial_p50_us"] > 0 and result["paired_ratio"] > 0
+    table = bench.format_threads([result])
+    assert table.splitlines()[2].startswith("| 30 |")

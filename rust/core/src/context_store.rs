@@ -115,6 +115,11 @@ impl ContextStore {
         for p in &mut self.prev {
             p.reserve(tokens.len());
         }
+        // Each token adds at most one key per map: sized once, a prompt's maps do not rehash
+        // over and over as they grow.
+        for map in &mut self.last {
+            map.reserve(tokens.len());
+        }
         for &t in tokens {
             self.tokens.push(t);
             let end = self.tokens.len() - 1;

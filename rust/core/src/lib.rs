@@ -14,6 +14,7 @@ mod model_segment;
 pub mod model_store;
 mod ngram_hash;
 pub mod persist;
+mod row_pool;
 pub mod session_table;
 pub mod shared_store;
 mod suffix_array;

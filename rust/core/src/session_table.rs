@@ -34,8 +34,9 @@
 //! session proposes, at most `min(max_chain, max_model_len - n)` tokens: exactly what a fresh
 //! session of the same drafter over the row's tokens proposes. Extending, starting and drafting
 //! are independent per row: they run on the calling thread, or, from
-//! [`SessionTableConfig::parallel_min_rows`] drafting rows on, on the calling thread and rayon's
-//! threads together.
+//! [`SessionTableConfig::parallel_min_rows`] drafting rows on, on the calling thread and the
+//! table's helper threads together (`RowPool`: as many threads in all as rayon's pool has; the
+//! helpers are woken as the step starts, and the step never waits for one to wake).
 //!
 //! Two different live sequences with the same signature (same length, head and tail, or a hash
 //! collision) may swap sessions: that costs draft quality, never correctness, since every draft
@@ -44,18 +45,18 @@
 //! [`DraftTree::best_chain`]: crate::DraftTree::best_chain
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
 
 use ahash::AHashMap;
 
 use crate::drafter::{DraftSession, HierarchicalDrafter};
 use crate::error::{Error, Result};
 use crate::learner::Learner;
+use crate::row_pool::RowPool;
 use crate::token_rows::{signature, TokenRows, TokenValue};
 
-/// Default of [`SessionTableConfig::parallel_min_rows`]: below it, handing rows to rayon's threads
-/// costs about what the second core saves (measured with the vLLM proposer's benchmark).
+/// Default of [`SessionTableConfig::parallel_min_rows`]: below it, waking a helper thread costs
+/// about what the second core saves (on 2 cores, 24 rows took the same time either way, 12 and 16
+/// rows longer in parallel; measured by steps alternating between two tables).
 pub const DEFAULT_PARALLEL_MIN_ROWS: usize = 24;
 
 /// Default of [`SessionTableConfig::max_learning_backlog`]: enough for bursts of finished
@@ -229,32 +230,6 @@ impl RowJob {
     }
 }
 
-/// Runs `work` on every job, each exactly once, on the calling thread and rayon's threads.
-///
-/// The caller claims jobs from the shared counter from the start, as the helpers do once they are
-/// awake: a rayon `par_iter` called from outside the pool would park the caller until the
-/// pool's threads woke up, did everything and woke it again, which on a step of a few hundred
-/// microseconds costs more than the second core gives (measured with the vLLM proposer's
-/// benchmark: 32 rows took longer with two threads than with one).
-fn run_with_caller<J: Send>(jobs: &mut [J], work: impl Fn(&mut J) + Sync) {
-    let cells: Vec<Mutex<&mut J>> = jobs.iter_mut().map(Mutex::new).collect();
-    let next = AtomicUsize::new(0);
-    let claim = || loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        let Some(cell) = cells.get(i) else { return };
-        // Each index is claimed once, so no lock is ever contended (nor poisoned by another
-        // thread's panic: a panicking job resumes in the caller through the scope).
-        let mut job = cell.lock().unwrap_or_else(PoisonError::into_inner);
-        work(&mut job);
-    };
-    rayon::in_place_scope(|scope| {
-        for _ in 1..rayon::current_num_threads().min(cells.len()) {
-            scope.spawn(|_| claim());
-        }
-        claim();
-    });
-}
-
 /// `row[range]` as token ids, checked against the vocabulary; the error names the row and
 /// position of the first bad value.
 fn token_ids<T: TokenValue>(
@@ -306,6 +281,8 @@ pub struct SessionTable {
     /// Slots claimed in the current step.
     claimed: Vec<u32>,
     learner: Learner,
+    /// Runs the rows of large steps on several threads.
+    pool: RowPool,
 }
 
 impl SessionTable {
@@ -328,6 +305,7 @@ impl SessionTable {
             started: 0,
             claimed: Vec::new(),
             learner,
+            pool: RowPool::new(rayon::current_num_threads()),
         })
     }
 
@@ -402,6 +380,12 @@ impl SessionTable {
         self.step_count += 1;
         self.claimed.clear();
         let rows = input.new_counts.len();
+        let min_rows = self.config.parallel_min_rows;
+        let parallel = move |jobs: usize| jobs >= min_rows;
+        if parallel(rows) {
+            // The helpers wake while the rows are planned.
+            self.pool.wake();
+        }
         let mut held = Vec::with_capacity(rows);
         let mut jobs = Vec::new();
         for row in 0..rows {
@@ -409,8 +393,8 @@ impl SessionTable {
         }
         let drafter = &self.drafter;
         let tokens = &input.tokens;
-        if jobs.len() >= self.config.parallel_min_rows && rayon::current_num_threads() > 1 {
-            run_with_caller(&mut jobs, |job| job.run(drafter, tokens));
+        if parallel(jobs.len()) {
+            self.pool.run(&mut jobs, |job| job.run(drafter, tokens));
         } else {
             jobs.iter_mut().for_each(|job| job.run(drafter, tokens));
         }
@@ -750,28 +734,6 @@ mod tests {
     use super::*;
     use crate::drafter::DrafterConfig;
     use crate::token_rows::TokenRows;
-
-    #[test]
-    fn run_with_caller_runs_every_job_once_and_resumes_a_panic() {
-        for n in [0usize, 1, 2, 3, 17, 256] {
-            for _ in 0..20 {
-                let mut runs = vec![0u32; n];
-                run_with_caller(&mut runs, |r| *r += 1);
-                assert_eq!(runs, vec![1; n], "{n} jobs");
-            }
-        }
-        let mut jobs: Vec<usize> = (0..64).collect();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_with_caller(&mut jobs, |j| assert_ne!(*j, 40, "job 40 fails"));
-        }));
-        assert!(
-            result.is_err(),
-            "the failing job's panic reaches the caller"
-        );
-        let mut again = vec![0u32; 9];
-        run_with_caller(&mut again, |r| *r += 1);
-        assert_eq!(again, vec![1; 9]);
-    }
 
     fn drafter() -> HierarchicalDrafter {
         HierarchicalDrafter::new(
