@@ -159,8 +159,10 @@ pub struct RowPool {
     shared: Arc<Shared>,
     helpers: Vec<JoinHandle<()>>,
     started: bool,
-    /// Whether the helpers were woken since the last batch.
-    woken: bool,
+    /// When the helpers were last woken for a batch that has not run yet.
+    woken_at: Option<Instant>,
+    /// How many times the helpers were woken (for the tests).
+    wakes: u64,
 }
 
 impl std::fmt::Debug for RowPool {
@@ -187,7 +189,8 @@ impl RowPool {
             }),
             helpers: Vec::new(),
             started: false,
-            woken: false,
+            woken_at: None,
+            wakes: 0,
         }
     }
 
@@ -207,16 +210,21 @@ impl RowPool {
         }
     }
 
-    /// Starts waking the helpers for a batch that [`RowPool::run`] will open soon.
+    /// Starts waking the helpers for a batch that [`RowPool::run`] will open soon. A second
+    /// call while they still spin from the first does nothing.
     pub fn wake(&mut self) {
-        if self.threads < 2 || self.woken {
+        if self.threads < 2 {
+            return;
+        }
+        if self.woken_at.is_some_and(|at| at.elapsed() < SPIN_FOR / 2) {
             return;
         }
         self.start();
         for h in &self.helpers {
             h.thread().unpark();
         }
-        self.woken = true;
+        self.woken_at = Some(Instant::now());
+        self.wakes += 1;
     }
 
     /// Runs `work` on every job exactly once, on the calling thread and on the helpers that
@@ -228,7 +236,7 @@ impl RowPool {
             return;
         }
         self.wake();
-        self.woken = false;
+        self.woken_at = None;
         let count = jobs.len();
         let next = AtomicUsize::new(0);
         let base = Jobs(jobs.as_mut_ptr());
@@ -321,6 +329,34 @@ mod tests {
             }
         }
         assert!(helped, "a woken helper never ran a job");
+    }
+
+    #[test]
+    fn a_batch_wakes_the_helpers_unless_a_recent_wake_did() {
+        let mut pool = RowPool::new(2);
+        let mut jobs = vec![0u32; 8];
+        pool.wake();
+        pool.run(&mut jobs, |j| *j += 1);
+        // 1: the wake just before the batch serves it (2 if this thread was descheduled
+        // between the two calls for longer than the helpers spin).
+        let first = pool.wakes;
+        assert!((1..=2).contains(&first), "{first} wakes");
+        pool.wake();
+        // No batch follows soon: the helpers spin out and sleep again, so the batch wakes them.
+        thread::sleep(SPIN_FOR);
+        pool.run(&mut jobs, |j| *j += 1);
+        assert_eq!(pool.wakes, first + 2);
+        pool.run(&mut jobs, |j| *j += 1);
+        assert_eq!(
+            pool.wakes,
+            first + 3,
+            "a batch without a wake before it wakes the helpers itself"
+        );
+        assert_eq!(jobs, vec![3; 8]);
+        let mut alone = RowPool::new(1);
+        alone.wake();
+        alone.run(&mut jobs, |j| *j += 1);
+        assert_eq!(alone.wakes, 0, "a pool of one thread has nobody to wake");
     }
 
     #[test]
