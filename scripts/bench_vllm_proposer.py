@@ -150,15 +150,11 @@ def bench_threads(proposer_factory, requests, rows: int, steps: int, warmup: int
     robust to the machine's drifts, which separate runs are not."""
     from hierdraft import _core
 
-    pair = []
-    for parallel_min_rows in (None, 2**62):
-        proposer = proposer_factory(rows)
-        if parallel_min_rows is not None:
-            proposer.sessions = _core.SessionTable(
-                proposer.drafter, proposer.num_speculative_tokens, proposer.max_model_len,
-                proposer.options.max_idle_sessions, learn=proposer.options.learn,
-                parallel_min_rows=parallel_min_rows)
-        pair.append(proposer)
+    default, serial = proposer_factory(rows), proposer_factory(rows)
+    serial.sessions = _core.SessionTable(
+        serial.drafter, serial.num_speculative_tokens, serial.max_model_len, serial.options.max_idle_sessions,
+        learn=serial.options.learn, parallel_min_rows=2**62)
+    pair = (default, serial)
     batch = Batch(rows, max_model_len, requests, seed)
     times: list[list[float]] = [[], []]
     drafts = None
@@ -171,9 +167,10 @@ def bench_threads(proposer_factory, requests, rows: int, steps: int, warmup: int
                 times[i].append(time.perf_counter() - t0)
             if i == 0:
                 drafts = out
-    default, serial = np.array(times[0]) * 1e6, np.array(times[1]) * 1e6
-    return {"rows": rows, "parallel_min_rows": pair[0].sessions.parallel_min_rows, "default_p50_us": float(np.median(default)),
-            "serial_p50_us": float(np.median(serial)), "paired_ratio": float(np.median(default / serial))}
+    default_us, serial_us = np.array(times[0]) * 1e6, np.array(times[1]) * 1e6
+    return {"rows": rows, "parallel_min_rows": default.sessions.parallel_min_rows,
+            "default_p50_us": float(np.median(default_us)), "serial_p50_us": float(np.median(serial_us)),
+            "paired_ratio": float(np.median(default_us / serial_us))}
 
 
 def format_threads(results: list[dict]) -> str:

@@ -154,15 +154,23 @@ def test_check_script_says_when_vllm_is_missing(capsys):
         pytest.skip("vLLM is installed here")
 
 
-def test_proposer_benchmark_simulation_runs():
-    bench = load_script("bench_vllm_proposer")
-    from hierdraft.vllm import HierdraftProposer
+# Two requests whose answers repeat their prompts, so the context level alone drafts.
+TINY_REQUESTS = [([5, 6, 7, 8], [9, 5, 6, 7, 8, 9, 5, 6]), ([1, 2, 3], [1, 2, 3, 1, 2, 3, 4])]
 
-    requests = [([5, 6, 7, 8], [9, 5, 6, 7, 8, 9, 5, 6]), ([1, 2, 3], [1, 2, 3, 1, 2, 3, 4])]
+
+def context_only_proposers(bench):
+    """A factory of proposers (K = 4, max_model_len 64) without model store or corpus index."""
+    from hierdraft.vllm import HierdraftProposer
 
     def factory(rows):
         return HierdraftProposer(bench.stand_in_config(4, 64, rows, {"model_store": "none", "corpus_index": "none"}))
 
+    return factory
+
+
+def test_proposer_benchmark_simulation_runs():
+    bench = load_script("bench_vllm_proposer")
+    factory, requests = context_only_proposers(bench), TINY_REQUESTS
     result = bench.bench(factory, requests, rows=3, steps=12, warmup=2, max_model_len=64, seed=0)
     assert result["rows"] == 3 and result["steps"] == 12
     assert result["p50_us"] > 0 and result["p99_us"] >= result["p50_us"]
@@ -174,14 +182,8 @@ def test_proposer_benchmark_simulation_runs():
 
 def test_proposer_benchmark_compares_threads_on_one_batch():
     bench = load_script("bench_vllm_proposer")
-    from hierdraft.vllm import HierdraftProposer
-
-    requests = [([5, 6, 7, 8], [9, 5, 6, 7, 8, 9, 5, 6]), ([1, 2, 3], [1, 2, 3, 1, 2, 3, 4])]
-
-    def factory(rows):
-        return HierdraftProposer(bench.stand_in_config(4, 64, rows, {"model_store": "none", "corpus_index": "none"}))
-
-    result = bench.bench_threads(factory, requests, rows=30, steps=10, warmup=2, max_model_len=64, seed=0)
+    factory = context_only_proposers(bench)
+    result = bench.bench_threads(factory, TINY_REQUESTS, rows=30, steps=10, warmup=2, max_model_len=64, seed=0)
     assert result["rows"] == 30
     assert result["parallel_min_rows"] == factory(1).sessions.parallel_min_rows
     assert result["default_p50_us"] > 0 and result["serial_p50_us"] > 0 and result["paired_ratio"] > 0
