@@ -1,5 +1,5 @@
 //! Which instruction-set path this CPU takes: [`simd_available`] is the one runtime check every
-//! kernel asks before running its AVX2 code.
+//! kernel asks before running its AVX2 code, and [`Isa`] says which of the paths a product runs.
 
 /// True when this CPU has AVX2, FMA and F16C, so the kernels run their AVX2 code (otherwise they
 /// run portable loops that give the same bits, slower; callers may choose another path).
@@ -13,5 +13,54 @@ pub fn simd_available() -> bool {
     #[cfg(not(target_arch = "x86_64"))]
     {
         false
+    }
+}
+
+/// True when this CPU also has AVX-512F and AVX-512VL: the 256-bit instructions of the AVX2 path
+/// can then address 32 vector registers instead of 16.
+fn wide_registers_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The code path of a product. All three give the same bits: the AVX-512 path runs the same
+/// 256-bit arithmetic as the AVX2 one, in the same order per output element, and only uses the
+/// extra registers to compute more output elements at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// Plain Rust loops, on any CPU.
+    Portable,
+    /// AVX2 + FMA + F16C, 16 vector registers.
+    Avx2,
+    /// The AVX2 instructions with AVX-512VL's 32 vector registers.
+    Avx512,
+}
+
+impl Isa {
+    /// The best path this CPU supports.
+    pub fn detect() -> Isa {
+        static DETECTED: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| match (simd_available(), wide_registers_available()) {
+            (true, true) => Isa::Avx512,
+            (true, false) => Isa::Avx2,
+            _ => Isa::Portable,
+        })
+    }
+
+    /// `self`, or the best path this CPU supports if that is lower.
+    pub fn supported(self) -> Isa {
+        self.min(Isa::detect())
+    }
+
+    /// Whether the path runs the AVX2 instructions.
+    pub fn simd(self) -> bool {
+        self != Isa::Portable
     }
 }

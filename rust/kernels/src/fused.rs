@@ -1,8 +1,10 @@
-//! One to four input rows times a block-quantized matrix, on AVX2, without the scratch round trip:
-//! each group of 32 weight values is dequantized into registers (by the same decoder the
-//! dequantizer uses, so the values are identical) and multiplied into the accumulators at once.
-//! With so few input rows the product is bound by dequantization, and storing the values to
-//! read them back would cost about as much again.
+//! A few input rows (up to four on AVX2, eight where AVX-512VL gives 32 vector registers) times a
+//! block-quantized matrix, without the scratch round trip: each group of 32 weight values is
+//! dequantized into registers (by the same decoder the dequantizer uses, so the values are
+//! identical) and multiplied into the accumulators at once. With so few input rows the product
+//! is bound by dequantization, and storing the values to read them back would cost about as much
+//! again. The AVX-512 path runs the same 256-bit instructions; its extra registers let one call
+//! cover more weight and input rows.
 //!
 //! The accumulation order is the crate's (see [`crate::tile_kernel`]): lane `j` of an output
 //! element accumulates columns `j, j + 8, ...` with fused multiply-adds from 0, then the lanes
@@ -12,32 +14,58 @@
 
 use std::marker::PhantomData;
 
+use crate::cpu::Isa;
+use crate::ggml_type::GgmlType;
 use crate::product::{chunk_rows, Part, SharedOut};
 use crate::quant_matrix::QuantMatrix;
 
-/// Input rows the fused path takes at most.
-pub(crate) const MAX_ROWS: usize = 4;
-/// Weight rows one kernel call takes, by input rows: 4 for one or two, 2 for three or four (8
-/// accumulators at most, of the 16 vector registers). One input row could feed 8 accumulators,
-/// but then the dequantized values of 8 weight rows compete with them for the registers, and 4
-/// rows ran faster (see the README's cost-curve notes).
-const fn weight_rows(inputs: usize) -> usize {
-    if inputs <= 2 {
-        4
-    } else {
-        2
+/// Weight rows one kernel call takes on the AVX2 path, by input rows (index: rows - 1): 4 for one
+/// or two, 2 for three or four (8 accumulators at most, of the 16 vector registers). One input
+/// row could feed 8 accumulators, but then the dequantized values of 8 weight rows compete with
+/// them for the registers, and 4 rows ran faster (see the README's cost-curve notes).
+const AVX2_WEIGHT_ROWS: [usize; 4] = [4, 4, 2, 2];
+/// The same on the AVX-512 path, which has 32 vector registers, for 3 to 8 input rows (index:
+/// rows - 3): each call holds the dequantized values of all its weight rows (4 per row) next to
+/// its `weight rows x input rows` accumulators, at most 25 registers.
+const AVX512_WEIGHT_ROWS: [usize; 6] = [3, 3, 2, 2, 2, 2];
+/// Fewest input rows the AVX-512 kernels take: with one or two, the AVX2 kernels were as fast or
+/// faster (`cargo bench -p hierdraft-kernels --bench qlinear_isa`).
+const AVX512_MIN_ROWS: usize = 3;
+
+/// The kernels' path for `rows` input rows of type `ty` on a CPU whose best path is `isa`: the
+/// AVX-512 kernels where they are faster, else the AVX2 ones. Q6_K keeps the AVX2 ones: its
+/// decoder needs more registers, and holding the values of several weight rows made it slower.
+fn kernel_isa(isa: Isa, ty: GgmlType, rows: usize) -> Isa {
+    match isa {
+        Isa::Avx512 if rows >= AVX512_MIN_ROWS && ty != GgmlType::Q6K => Isa::Avx512,
+        Isa::Portable => Isa::Portable,
+        _ => Isa::Avx2,
     }
 }
-/// Weight rows of a task: a multiple of every [`weight_rows`].
-const TASK_ROW_MULTIPLE: usize = 4;
+
+/// Input rows the fused path takes at most for type `ty` on `isa` (more take the tiled path).
+fn max_rows(isa: Isa, ty: GgmlType) -> usize {
+    match kernel_isa(isa, ty, AVX512_MIN_ROWS) {
+        Isa::Avx512 => AVX512_MIN_ROWS - 1 + AVX512_WEIGHT_ROWS.len(),
+        // Four rows of a K-quant ran faster tiled (three did not).
+        _ if matches!(ty, GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K) => 3,
+        _ => AVX2_WEIGHT_ROWS.len(),
+    }
+}
+
+/// Weight rows of a task: a multiple of every weight-row count above.
+const TASK_ROW_MULTIPLE: usize = 12;
 /// Tasks per thread. Fewer and longer than a tiled product's: each task starts a new stream of
-/// weight rows whose first reads the prefetches do not cover, and with one to four input rows
-/// the reads are what a task waits for (see the README's cost-curve notes).
+/// weight rows whose first reads the prefetches do not cover, and with few input rows the reads
+/// are what a task waits for (see the README's cost-curve notes).
 const TASKS_PER_THREAD: usize = 4;
 
-/// Whether [`Fused`] computes `x · Wᵀ` for `rows` input rows of this matrix.
-pub(crate) fn applies(w: &QuantMatrix, rows: usize, simd: bool) -> bool {
-    cfg!(target_arch = "x86_64") && simd && (1..=MAX_ROWS).contains(&rows) && w.ty().block_len() > 1
+/// Whether [`Fused`] computes `x · Wᵀ` for `rows` input rows of this matrix on `isa`.
+pub(crate) fn applies(w: &QuantMatrix, rows: usize, isa: Isa) -> bool {
+    cfg!(target_arch = "x86_64")
+        && isa.simd()
+        && (1..=max_rows(isa, w.ty())).contains(&rows)
+        && w.ty().block_len() > 1
 }
 
 /// The fused product of one matrix: task `c` computes the output columns of weight-row chunk
@@ -48,21 +76,23 @@ pub(crate) struct Fused<'a> {
     out: SharedOut,
     chunk: usize,
     tasks: usize,
+    /// The kernels' path ([`kernel_isa`]).
+    isa: Isa,
     /// The part writes into `out` for as long as it lives.
     _out: PhantomData<&'a mut [f32]>,
 }
 
 impl<'a> Fused<'a> {
-    /// The part writing `x · Wᵀ` into `out`. The shapes are checked by the caller
+    /// The part writing `x · Wᵀ` into `out` on `isa`. The shapes are checked by the caller
     /// ([`crate::product::check_shapes`]; a mismatch makes the part empty) and [`applies`] is
     /// true on this CPU (otherwise the part is empty too).
-    pub(crate) fn new(x: &'a [f32], w: &'a QuantMatrix, out: &'a mut [f32]) -> Self {
+    pub(crate) fn new(x: &'a [f32], w: &'a QuantMatrix, out: &'a mut [f32], isa: Isa) -> Self {
         let (n, k) = (w.rows(), w.cols());
         let rows = x.len() / k;
         let fits = x.len() == rows * k
             && out.len() == rows * n
-            && crate::cpu::simd_available()
-            && applies(w, rows, true);
+            && isa <= Isa::detect()
+            && applies(w, rows, isa);
         let chunk = chunk_rows(n, TASK_ROW_MULTIPLE, TASKS_PER_THREAD);
         Fused {
             x,
@@ -70,6 +100,7 @@ impl<'a> Fused<'a> {
             out: SharedOut(out.as_mut_ptr()),
             chunk,
             tasks: if fits { n.div_ceil(chunk) } else { 0 },
+            isa: kernel_isa(isa, w.ty(), rows),
             _out: PhantomData,
         }
     }
@@ -89,10 +120,13 @@ impl Part for Fused<'_> {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the chunks partition 0..n and each task runs once (caller's contract), so
         // this one alone writes columns `rows` of every output row (`new` checked that `out`
-        // holds x.len() / k rows of n values); the CPU has AVX2, FMA and F16C (`new` checked
-        // `applies`, or made the part empty).
+        // holds x.len() / k rows of n values); the CPU has AVX2, FMA and F16C, and AVX-512F and
+        // VL for the AVX-512 path (`new` checked `applies` and the path, or made the part empty).
         unsafe {
-            avx2::chunk(self.x, self.w, rows, self.out)
+            match self.isa {
+                Isa::Avx512 => simd::chunk_avx512(self.x, self.w, rows, self.out),
+                _ => simd::chunk_avx2(self.x, self.w, rows, self.out),
+            }
         };
         #[cfg(not(target_arch = "x86_64"))]
         let _ = rows;
@@ -100,43 +134,77 @@ impl Part for Fused<'_> {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod simd {
     use std::arch::x86_64::*;
     use std::array::from_fn;
     use std::ops::Range;
 
-    use super::weight_rows;
+    use super::{AVX2_WEIGHT_ROWS as N2, AVX512_MIN_ROWS as MIN5, AVX512_WEIGHT_ROWS as N5};
     use crate::dequant::avx2::{factors, group, groups, ids, Factors};
     use crate::ggml_type::GgmlType;
     use crate::product::SharedOut;
     use crate::quant_matrix::QuantMatrix;
     use crate::tile_kernel::avx2::hsum;
 
-    /// Computes output columns `rows` (see [`super::multiply`]).
+    /// Computes output columns `rows` (see [`super::Fused`]) on the AVX2 path.
     ///
     /// # Safety
-    /// As [`super::multiply`]; no other thread writes columns `rows` meanwhile.
+    /// As [`super::Fused::run`]; no other thread writes columns `rows` meanwhile; AVX2, FMA and
+    /// F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn chunk(x: &[f32], w: &QuantMatrix, rows: Range<usize>, out: SharedOut) {
+    pub(super) unsafe fn chunk_avx2(
+        x: &[f32],
+        w: &QuantMatrix,
+        rows: Range<usize>,
+        out: SharedOut,
+    ) {
+        // SAFETY: forwarded.
+        unsafe { chunk::<false>(x, w, rows, out) }
+    }
+
+    /// [`chunk_avx2`]'s arithmetic, compiled for 32 vector registers.
+    ///
+    /// # Safety
+    /// As [`chunk_avx2`], and the CPU has AVX-512F and AVX-512VL.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+    pub(super) unsafe fn chunk_avx512(
+        x: &[f32],
+        w: &QuantMatrix,
+        rows: Range<usize>,
+        out: SharedOut,
+    ) {
+        // SAFETY: forwarded.
+        unsafe { chunk::<true>(x, w, rows, out) }
+    }
+
+    /// The body of both entry points, inlined into each, so that it is compiled with the entry
+    /// point's instruction set (`WIDE`: the 32 registers of AVX-512VL).
+    #[inline(always)]
+    unsafe fn chunk<const WIDE: bool>(
+        x: &[f32],
+        w: &QuantMatrix,
+        rows: Range<usize>,
+        out: SharedOut,
+    ) {
         // SAFETY: forwarded.
         unsafe {
             match w.ty() {
-                GgmlType::Q4_0 => rows_of::<{ ids::Q4_0 }>(x, w, rows, out),
-                GgmlType::Q5_0 => rows_of::<{ ids::Q5_0 }>(x, w, rows, out),
-                GgmlType::Q8_0 => rows_of::<{ ids::Q8_0 }>(x, w, rows, out),
-                GgmlType::Q4K => rows_of::<{ ids::Q4K }>(x, w, rows, out),
-                GgmlType::Q5K => rows_of::<{ ids::Q5K }>(x, w, rows, out),
-                GgmlType::Q6K => rows_of::<{ ids::Q6K }>(x, w, rows, out),
+                GgmlType::Q4_0 => rows_of::<{ ids::Q4_0 }, WIDE>(x, w, rows, out),
+                GgmlType::Q5_0 => rows_of::<{ ids::Q5_0 }, WIDE>(x, w, rows, out),
+                GgmlType::Q8_0 => rows_of::<{ ids::Q8_0 }, WIDE>(x, w, rows, out),
+                GgmlType::Q4K => rows_of::<{ ids::Q4K }, WIDE>(x, w, rows, out),
+                GgmlType::Q5K => rows_of::<{ ids::Q5K }, WIDE>(x, w, rows, out),
+                GgmlType::Q6K => rows_of::<{ ids::Q6K }, WIDE>(x, w, rows, out),
                 // `applies` only lets block-quantized types through.
                 GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {}
             }
         }
     }
 
-    /// Output columns `rows` for weights of type `T`, in groups of [`weight_rows`] weight rows; a
-    /// last, partial group repeats its last row and writes only the rows it has.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn rows_of<const T: u32>(
+    /// Output columns `rows` for weights of type `T`, in groups of the path's weight rows per
+    /// call; a last, partial group repeats its last row and writes only the rows it has.
+    #[inline(always)]
+    unsafe fn rows_of<const T: u32, const WIDE: bool>(
         x: &[f32],
         w: &QuantMatrix,
         rows: Range<usize>,
@@ -144,7 +212,11 @@ mod avx2 {
     ) {
         let (n, k) = (w.rows(), w.cols());
         let inputs = x.len() / k;
-        let group_rows = weight_rows(inputs);
+        let group_rows = if WIDE {
+            N5[inputs.clamp(MIN5, MIN5 - 1 + N5.len()) - MIN5]
+        } else {
+            N2[inputs.clamp(1, N2.len()) - 1]
+        };
         let data = w.data().as_ptr();
         let row_bytes = w.row_bytes();
         let mut start = rows.start;
@@ -160,14 +232,26 @@ mod avx2 {
                 out_stride: n,
             };
             // SAFETY: the rows exist (a.min(valid - 1) < valid), x holds `inputs` rows of k
-            // values, outputs (b, start + a) for a < valid are ours to write.
+            // values, outputs (b, start + a) for a < valid are ours to write. Each arm's weight
+            // rows are the table's entry for its input rows, so `group_rows` is the kernel's.
             let xs = |b: usize| x.as_ptr().wrapping_add(b * k);
             unsafe {
-                match inputs {
-                    1 => kernel::<T, { weight_rows(1) }, 1>(from_fn(row), [x.as_ptr()], call),
-                    2 => kernel::<T, { weight_rows(2) }, 2>(from_fn(row), from_fn(xs), call),
-                    3 => kernel::<T, { weight_rows(3) }, 3>(from_fn(row), from_fn(xs), call),
-                    _ => kernel::<T, { weight_rows(4) }, 4>(from_fn(row), from_fn(xs), call),
+                if WIDE {
+                    match inputs {
+                        ..=3 => kernel::<T, { N5[0] }, 3, true>(from_fn(row), from_fn(xs), call),
+                        4 => kernel::<T, { N5[1] }, 4, true>(from_fn(row), from_fn(xs), call),
+                        5 => kernel::<T, { N5[2] }, 5, true>(from_fn(row), from_fn(xs), call),
+                        6 => kernel::<T, { N5[3] }, 6, true>(from_fn(row), from_fn(xs), call),
+                        7 => kernel::<T, { N5[4] }, 7, true>(from_fn(row), from_fn(xs), call),
+                        _ => kernel::<T, { N5[5] }, 8, true>(from_fn(row), from_fn(xs), call),
+                    }
+                } else {
+                    match inputs {
+                        1 => kernel::<T, { N2[0] }, 1, false>(from_fn(row), from_fn(xs), call),
+                        2 => kernel::<T, { N2[1] }, 2, false>(from_fn(row), from_fn(xs), call),
+                        3 => kernel::<T, { N2[2] }, 3, false>(from_fn(row), from_fn(xs), call),
+                        _ => kernel::<T, { N2[3] }, 4, false>(from_fn(row), from_fn(xs), call),
+                    }
                 }
             }
             start += valid;
@@ -190,11 +274,17 @@ mod avx2 {
     /// `NW` weight rows (block data at `rows[a]`) times `NX` input rows (`k` values at `x[b]`),
     /// written to `out + b * out_stride + a` for `a < valid`.
     ///
+    /// Per group of 32 columns, `HOLD_ALL` dequantizes every weight row's values first and then
+    /// streams each input vector past all of them (one load per input vector; needs `4 * NW`
+    /// registers for the values, which only the AVX-512 path has); otherwise one weight row's
+    /// values at a time meet every input row. Either way accumulator (b, a) receives the same
+    /// fused multiply-adds in the same order (columns ascending), so the bits are the same.
+    ///
     /// # Safety
     /// AVX2, FMA and F16C; whole rows of type `T` at `rows`, `k` values at each `x[b]`, and the
     /// outputs writable.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn kernel<const T: u32, const NW: usize, const NX: usize>(
+    #[inline(always)]
+    unsafe fn kernel<const T: u32, const NW: usize, const NX: usize, const HOLD_ALL: bool>(
         rows: [*const u8; NW],
         x: [*const f32; NX],
         c: Call,
@@ -221,14 +311,27 @@ mod avx2 {
             }
             for g in 0..groups(T) {
                 let col = (blk * groups(T) + g) * 32;
-                for (a, row) in rows.into_iter().enumerate() {
-                    // SAFETY: as above; g < groups(T).
-                    let v = unsafe { group::<T>(row.add(at), g, &f[a]) };
-                    for (q, &vq) in v.iter().enumerate() {
+                // SAFETY (loads): column col + 8q + 8 <= k of input row b; block `blk` of each
+                // weight row exists and g < groups(T) (contract).
+                if HOLD_ALL {
+                    let v: [[__m256; 4]; NW] =
+                        from_fn(|a| unsafe { group::<T>(rows[a].add(at), g, &f[a]) });
+                    for q in 0..4 {
                         for (acc_b, &xb) in acc.iter_mut().zip(&x) {
-                            // SAFETY: column col + 8q + 8 <= k of input row b.
                             let xv = unsafe { _mm256_loadu_ps(xb.add(col + 8 * q)) };
-                            acc_b[a] = _mm256_fmadd_ps(vq, xv, acc_b[a]);
+                            for (acc_ba, va) in acc_b.iter_mut().zip(&v) {
+                                *acc_ba = _mm256_fmadd_ps(va[q], xv, *acc_ba);
+                            }
+                        }
+                    }
+                } else {
+                    for (a, row) in rows.into_iter().enumerate() {
+                        let v = unsafe { group::<T>(row.add(at), g, &f[a]) };
+                        for (q, &vq) in v.iter().enumerate() {
+                            for (acc_b, &xb) in acc.iter_mut().zip(&x) {
+                                let xv = unsafe { _mm256_loadu_ps(xb.add(col + 8 * q)) };
+                                acc_b[a] = _mm256_fmadd_ps(vq, xv, acc_b[a]);
+                            }
                         }
                     }
                 }

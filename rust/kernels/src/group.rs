@@ -6,7 +6,7 @@
 //! [`crate::qlinear`] computes it for its matrix alone: a group's outputs equal separate calls bit
 //! for bit.
 
-use crate::cpu::simd_available;
+use crate::cpu::Isa;
 use crate::error::KernelError;
 use crate::product::check_shapes;
 use crate::qlinear::multiply_each;
@@ -44,7 +44,7 @@ pub fn qlinear_group(
     ws: &[&QuantMatrix],
     outs: &mut [&mut [f32]],
 ) -> Result<(), GroupError> {
-    run(x, ws, outs, simd_available())
+    qlinear_group_on(Isa::detect(), x, ws, outs)
 }
 
 /// The portable path of [`qlinear_group`], whatever the CPU (the reference of the tests).
@@ -53,7 +53,7 @@ pub fn qlinear_group_portable(
     ws: &[&QuantMatrix],
     outs: &mut [&mut [f32]],
 ) -> Result<(), GroupError> {
-    run(x, ws, outs, false)
+    qlinear_group_on(Isa::Portable, x, ws, outs)
 }
 
 /// Checks that the matrices share `x`'s columns and that each output has its matrix's shape;
@@ -82,11 +82,13 @@ fn check_group(x: &[f32], ws: &[&QuantMatrix], outs: &[&mut [f32]]) -> Result<us
     Ok(rows)
 }
 
-fn run(
+/// [`qlinear_group`] on the path `isa`, or on the best one this CPU has if `isa` is beyond it
+/// (see [`crate::qlinear_on`]).
+pub fn qlinear_group_on(
+    isa: Isa,
     x: &[f32],
     ws: &[&QuantMatrix],
     outs: &mut [&mut [f32]],
-    simd: bool,
 ) -> Result<(), GroupError> {
     let rows = check_group(x, ws, outs)?;
     let mut products: Vec<(&QuantMatrix, &mut [f32])> = ws
@@ -94,6 +96,6 @@ fn run(
         .copied()
         .zip(outs.iter_mut().map(|out| &mut **out))
         .collect();
-    multiply_each(x, rows, &mut products, simd);
+    multiply_each(x, rows, &mut products, isa.supported());
     Ok(())
 }

@@ -32,19 +32,19 @@ mod tile_kernel;
 pub use attention::{
     attention, attention_portable, exp_nonpositive, AttentionDims, KvView, Scoring, Visibility,
 };
-pub use cpu::simd_available;
+pub use cpu::{simd_available, Isa};
 pub use dequant::{dequantize_row, dequantize_row_portable, dequantize_rows};
 pub use error::KernelError;
 pub use ggml_type::{ggml_type_name, GgmlType, UnsupportedType};
 pub use gguf::{GgufError, GgufFile, MetaArray, MetaValue, TensorInfo};
 pub use greedy_head::{ArgmaxReport, GreedyHead, GreedyHeadError};
-pub use group::{qlinear_group, qlinear_group_portable, GroupError};
+pub use group::{qlinear_group, qlinear_group_on, qlinear_group_portable, GroupError};
 pub use int8::{
     has_int8_form, qlinear_int8, qlinear_int8_portable, quantize_activations,
     quantize_activations_portable, ActivationBlock, QuantizedRows, ACTIVATION_BLOCK,
 };
 pub use linear_rows::{linear_rows, linear_rows_portable};
-pub use qlinear::{qlinear, qlinear_portable};
+pub use qlinear::{qlinear, qlinear_on, qlinear_portable};
 pub use quant_matrix::{MatrixError, QuantMatrix, SharedBytes};
 pub use rms_norm::{rms_norm, rms_norm_portable};
 pub use rotary::rotary;

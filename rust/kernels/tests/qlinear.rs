@@ -1,11 +1,13 @@
 //! `qlinear` over GGUF blocks equals `linear_rows` over the dequantized matrix bit for bit, for
 //! every type, any number of input rows (decoding and prefill sizes) and odd shapes; the portable
-//! path gives the same bits; a row's result does not depend on its batch; bad shapes are errors.
+//! path, the AVX2 path and (where the CPU has it) the AVX-512 path give the same bits; a row's
+//! result does not depend on its batch; bad shapes are errors.
 
 mod quant_blocks;
 
 use hierdraft_kernels::{
-    linear_rows, linear_rows_portable, qlinear, qlinear_portable, GgmlType, KernelError,
+    linear_rows, linear_rows_portable, qlinear, qlinear_group_on, qlinear_on, qlinear_portable,
+    GgmlType, Isa, KernelError,
 };
 use proptest::prelude::*;
 use quant_blocks::{bits, cols_for, dequantized, inputs, random_matrix, Rng};
@@ -56,6 +58,38 @@ proptest! {
         linear_rows_portable(&x, &w, k, &mut reference_portable).unwrap();
         prop_assert_eq!(bits(&portable), bits(&reference_portable));
         prop_assert_eq!(bits(&qproduct(&x, &m)), bits(&portable));
+    }
+
+    #[test]
+    fn every_instruction_set_path_gives_the_same_bits(
+        type_index in 0..GgmlType::ALL.len(), n in 1usize..60, units in 1usize..40,
+        tail in 0usize..8, rows in 1usize..=12, seed in any::<u64>()
+    ) {
+        // Rows 1-8 take the fused kernels, whose groups differ between AVX2 (up to 4 rows) and
+        // AVX-512 (up to 8); beyond, the tiled path. A path the CPU lacks runs its best one.
+        let ty = GgmlType::ALL[type_index];
+        let k = cols_for(ty, units, tail);
+        let mut rng = Rng::new(seed);
+        let m = random_matrix(ty, n, k, &mut rng);
+        let x = inputs(rows * k, &mut rng);
+        let on = |isa: Isa| {
+            let mut out = vec![f32::NAN; rows * n];
+            qlinear_on(isa, &x, &m, &mut out).unwrap();
+            out
+        };
+        let portable = bits(&on(Isa::Portable));
+        prop_assert_eq!(&bits(&on(Isa::Avx2)), &portable, "{} {}x{} rows {}", ty.name(), n, k, rows);
+        prop_assert_eq!(&bits(&on(Isa::Avx512)), &portable, "{} {}x{} rows {}", ty.name(), n, k, rows);
+        // A group of two matrices (the projections of a layer) on each path, too.
+        let m2 = random_matrix(ty, n + 3, k, &mut rng);
+        for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
+            let (mut a, mut b) = (vec![f32::NAN; rows * n], vec![f32::NAN; rows * (n + 3)]);
+            qlinear_group_on(isa, &x, &[&m, &m2], &mut [&mut a, &mut b]).unwrap();
+            let mut alone = vec![f32::NAN; rows * (n + 3)];
+            qlinear_portable(&x, &m2, &mut alone).unwrap();
+            prop_assert_eq!(&bits(&a), &portable, "{:?}", isa);
+            prop_assert_eq!(bits(&b), bits(&alone), "{:?}", isa);
+        }
     }
 
     #[test]

@@ -1,0 +1,73 @@
+//! What the AVX-512 path of `qlinear` brings over the AVX2 path on this CPU: the two are called
+//! alternately on the same inputs (so both see the same state of a shared machine) and the
+//! median of the per-pair time ratios is printed, per matrix shape of the default model (Gemma 3
+//! 270M: the Q8_0 LM head and the body projections in their GGUF types) and input-row count.
+//! Both paths give the same bits (the kernels' tests check it); only their speed differs.
+//!
+//! Run: `cargo bench -p hierdraft-kernels --bench qlinear_isa` (on a CPU without AVX-512F/VL
+//! both calls take the AVX2 path and the ratios are about 1).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+mod support;
+
+use hierdraft_kernels::{qlinear_on, GgmlType, Isa, QuantMatrix};
+use support::{inputs, matrix, BODY, HEAD};
+
+/// Pairs timed per shape and row count (after one untimed pair).
+const PAIRS: usize = 41;
+
+fn seconds(isa: Isa, x: &[f32], w: &QuantMatrix, out: &mut [f32]) -> f64 {
+    let start = Instant::now();
+    qlinear_on(isa, black_box(x), black_box(w), out).expect("shapes");
+    start.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn compare(ty: GgmlType, n: usize, k: usize, rows: &[usize]) {
+    let w = matrix(ty, n, k);
+    for &r in rows {
+        let x = inputs(r * k);
+        let mut out = vec![0f32; r * n];
+        let (mut narrow, mut wide, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+        for pair in 0..=PAIRS {
+            // Alternate which path goes first.
+            let (a, b) = if pair % 2 == 0 {
+                let a = seconds(Isa::Avx2, &x, &w, &mut out);
+                (a, seconds(Isa::Avx512, &x, &w, &mut out))
+            } else {
+                let b = seconds(Isa::Avx512, &x, &w, &mut out);
+                (seconds(Isa::Avx2, &x, &w, &mut out), b)
+            };
+            if pair > 0 {
+                narrow.push(a);
+                wide.push(b);
+                ratio.push(b / a);
+            }
+        }
+        println!(
+            "| {} {n}x{k} | {r} | {:.1} | {:.1} | {:.3} |",
+            ty.name(),
+            median(narrow) * 1e6,
+            median(wide) * 1e6,
+            median(ratio)
+        );
+    }
+}
+
+fn main() {
+    println!("path on this CPU: {:?}", Isa::detect());
+    println!("| matrix | rows | AVX2 p50 us | AVX-512 p50 us | paired ratio (AVX-512 / AVX2) |");
+    println!("|---|---:|---:|---:|---:|");
+    let rows = [1usize, 2, 3, 4, 5, 6, 8];
+    let (ty, n, k) = HEAD;
+    compare(ty, n, k, &rows);
+    for &(ty, n, k) in &BODY[..6] {
+        compare(ty, n, k, &rows);
+    }
+}
