@@ -5,14 +5,16 @@ the hidden states of real prompts; which layers have one; and how `TreeLogits.ar
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 import torch
 from gguf_blocks import quant_tensor, quantize
 
-from hierdraft import _core
+from hierdraft import _core, tree_forward
 from hierdraft.quant_modules import QuantLinear, set_numerics
-from hierdraft.tree_forward import TreeLogits, argmax_rows
+from hierdraft.tree_forward import TreeLogits, argmax_rows, greedy_head
 
 
 def _full_argmax(tensor, x: np.ndarray) -> list[int]:
@@ -122,6 +124,20 @@ def test_tree_logits_answer_single_rows_from_the_greedy_head() -> None:
     riding = TreeLogits(hidden=hidden, head=head, greedy=greedy, likely=[0, 2, 4])
     assert riding.argmax([0]) == [want[0]] and greedy_calls == [] and head_calls[-1] == 3  # likely rows ride along
     assert riding.argmax([1]) == [want[1]] and greedy_calls == [1]
+
+
+def test_a_greedy_walk_uses_the_proxy_only_on_the_kernel_paths_where_it_pays(monkeypatch) -> None:
+    rng = np.random.default_rng(3)
+    head = QuantLinear(quant_tensor(quantize(rng.standard_normal((64, 64)).astype(np.float32), "Q8_0"), "Q8_0"))
+    model = types.SimpleNamespace(get_output_embeddings=lambda: head, config=types.SimpleNamespace())
+    x = torch.from_numpy(rng.standard_normal((1, 64)).astype(np.float32))
+    for path in ("portable", "avx2", "avx512"):
+        monkeypatch.setattr(tree_forward, "KERNELS_PATH", path)
+        fast = greedy_head(model, torch.device("cpu"))
+        assert (fast is not None) == (path in tree_forward.GREEDY_PROXY_PATHS), path
+        if fast is not None:
+            assert list(fast(x)) == head.greedy_argmax(x.numpy()).tolist()
+    assert _core.kernels_path() in ("portable", "avx2", "avx512")
 
 
 QUESTIONS = [

@@ -33,12 +33,14 @@ import torch
 from .quant_modules import QuantLinear, is_quantized
 
 try:
-    from ._core import kernels_use_simd, linear_rows
+    from ._core import kernels_path, kernels_use_simd, linear_rows
 except ImportError:  # extension not built (pure-Python tests): PyTorch's own kernels
     linear_rows = None
     FAST_KERNEL = False
+    KERNELS_PATH = "portable"
 else:
     FAST_KERNEL = bool(kernels_use_simd())
+    KERNELS_PATH = str(kernels_path())
 
 # Rows up to which one call of the float32 kernel over every row of a tree beats one head call
 # per tree level (the float32 kernel's cost grows slowly with rows; see the README's kernel table).
@@ -46,6 +48,12 @@ FLOAT_HEAD_ROWS_AT_ONCE = 24
 # A quantized head's cost grows with every row beyond a few (it converts the blocks for each
 # row), so it computes all rows of small trees only, and otherwise the walk's likely rows.
 QUANT_HEAD_ROWS_AT_ONCE = 4
+# Kernel paths on which a greedy one-row head goes through the head's proxy (`greedy_head`). On
+# the AVX-512 path the full product of one row holds 8 weight rows' accumulators and beat the
+# proxy pass (scripts/bench_greedy_head.py: paired ratio 1.15 for the proxy, 6.00 against 5.22 ms,
+# one run on an AMD EPYC with AVX-512), so there the head computes every logit; the proxy's 112 MiB
+# are then never built.
+GREEDY_PROXY_PATHS = frozenset({"avx2", "portable"})
 
 _LINEARS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

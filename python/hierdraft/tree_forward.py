@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .cpu_attention import kernel_attention
-from .cpu_matmul import apply_linear, head_rows_at_once, kernel_linears
+from .cpu_matmul import GREEDY_PROXY_PATHS, KERNELS_PATH, apply_linear, head_rows_at_once, kernel_linears
 from .direct_layers import direct_layers
 from .model_layout import AttentionLayout, text_config
 from .tree_mask import TreeInputs
@@ -126,9 +126,12 @@ def apply_head(model: Any, hidden: torch.Tensor) -> torch.Tensor:
 def greedy_head(model: Any, device: torch.device) -> Any:
     """A function from hidden rows to their argmax through the model's greedy proxy head, or None
     when it has none (not on CPU, the head is not a `QuantLinear` with a proxy, or the logits are
-    soft-capped, which could merge distinct logits into ties)."""
+    soft-capped, which could merge distinct logits into ties) or when the full product is the faster
+    one on this CPU's kernel path (`cpu_matmul.GREEDY_PROXY_PATHS`)."""
     head = model.get_output_embeddings()
-    if device.type != "cpu" or not hasattr(head, "has_greedy_argmax") or not head.has_greedy_argmax():
+    if device.type != "cpu" or KERNELS_PATH not in GREEDY_PROXY_PATHS:
+        return None
+    if not hasattr(head, "has_greedy_argmax") or not head.has_greedy_argmax():
         return None
     if getattr(text_config(model), "final_logit_softcapping", None) is not None:
         return None

@@ -1,7 +1,8 @@
 //! What the AVX-512 path of `qlinear` brings over the AVX2 path on this CPU: the two are called
 //! alternately on the same inputs (so both see the same state of a shared machine) and the
 //! median of the per-pair time ratios is printed, per matrix shape of the default model (Gemma 3
-//! 270M: the Q8_0 LM head and the body projections in their GGUF types) and input-row count.
+//! 270M: the Q8_0 LM head and the body projections in their GGUF types, plus Q4_0 and Q5_K on
+//! the same shapes) and input-row count.
 //! Both paths give the same bits (the kernels' tests check it); only their speed differs.
 //!
 //! Run: `cargo bench -p hierdraft-kernels --bench qlinear_isa` (on a CPU without AVX-512F/VL
@@ -67,7 +68,7 @@ fn main() {
     let rows = [1usize, 2, 3, 4, 5, 6, 8];
     let (ty, n, k) = HEAD;
     compare(ty, n, k, &rows);
-    for &(ty, n, k) in &BODY[..6] {
+    for &(ty, n, k) in &BODY[..8] {
         compare(ty, n, k, &rows);
     }
 }

@@ -24,20 +24,49 @@ use crate::quant_matrix::QuantMatrix;
 /// row could feed 8 accumulators, but then the dequantized values of 8 weight rows compete with
 /// them for the registers, and 4 rows ran faster (see the README's cost-curve notes).
 const AVX2_WEIGHT_ROWS: [usize; 4] = [4, 4, 2, 2];
-/// The same on the AVX-512 path, which has 32 vector registers, for 3 to 8 input rows (index:
-/// rows - 3): each call holds the dequantized values of all its weight rows (4 per row) next to
-/// its `weight rows x input rows` accumulators, at most 25 registers.
-const AVX512_WEIGHT_ROWS: [usize; 6] = [3, 3, 2, 2, 2, 2];
-/// Fewest input rows the AVX-512 kernels take: with one or two, the AVX2 kernels were as fast or
-/// faster (`cargo bench -p hierdraft-kernels --bench qlinear_isa`).
-const AVX512_MIN_ROWS: usize = 3;
+/// Most input rows the AVX-512 kernels take.
+const AVX512_MAX_ROWS: usize = 8;
+
+/// One AVX-512 kernel call's shape: weight rows, and whether it holds the dequantized values of
+/// all of them at once (see `simd::kernel`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct WideShape {
+    weight_rows: usize,
+    hold_all: bool,
+}
+
+/// The AVX-512 kernel shape for `rows` input rows of type `ty`, where it beat the AVX2 kernels
+/// (`cargo bench -p hierdraft-kernels --bench qlinear_isa`, paired on the default model's
+/// shapes); `None`: the AVX2 kernels. With 32 registers one input row can feed 8 weight rows'
+/// accumulators (4 on AVX2), which helped Q8_0 and the K-quants but not Q4_0 / Q5_0; two rows
+/// gained only for Q5_0, from 6 weight rows. From 3 rows on, a call holds the values of all its
+/// weight rows (4 registers each) next to the `weight rows x input rows` accumulators, at most 25
+/// registers; that made Q5_K and Q6_K slower (their decoders need more registers), so they keep
+/// the AVX2 kernels there, and Q6_K everywhere.
+fn wide_shape(ty: GgmlType, rows: usize) -> Option<WideShape> {
+    let shape = |weight_rows, hold_all| {
+        Some(WideShape {
+            weight_rows,
+            hold_all,
+        })
+    };
+    match (rows, ty) {
+        (_, GgmlType::Q6K) => None,
+        (1, GgmlType::Q4_0 | GgmlType::Q5_0) => None,
+        (1, _) => shape(8, false),
+        (2, GgmlType::Q5_0) => shape(6, false),
+        (2, _) | (_, GgmlType::Q5K) => None,
+        (3 | 4, _) => shape(3, true),
+        (5..=AVX512_MAX_ROWS, _) => shape(2, true),
+        _ => None,
+    }
+}
 
 /// The kernels' path for `rows` input rows of type `ty` on a CPU whose best path is `isa`: the
-/// AVX-512 kernels where they are faster, else the AVX2 ones. Q6_K keeps the AVX2 ones: its
-/// decoder needs more registers, and holding the values of several weight rows made it slower.
+/// AVX-512 kernels where [`wide_shape`] has one, else the AVX2 ones.
 fn kernel_isa(isa: Isa, ty: GgmlType, rows: usize) -> Isa {
     match isa {
-        Isa::Avx512 if rows >= AVX512_MIN_ROWS && ty != GgmlType::Q6K => Isa::Avx512,
+        Isa::Avx512 if wide_shape(ty, rows).is_some() => Isa::Avx512,
         Isa::Portable => Isa::Portable,
         _ => Isa::Avx2,
     }
@@ -45,16 +74,16 @@ fn kernel_isa(isa: Isa, ty: GgmlType, rows: usize) -> Isa {
 
 /// Input rows the fused path takes at most for type `ty` on `isa` (more take the tiled path).
 fn max_rows(isa: Isa, ty: GgmlType) -> usize {
-    match kernel_isa(isa, ty, AVX512_MIN_ROWS) {
-        Isa::Avx512 => AVX512_MIN_ROWS - 1 + AVX512_WEIGHT_ROWS.len(),
+    match isa {
+        Isa::Avx512 if wide_shape(ty, AVX512_MAX_ROWS).is_some() => AVX512_MAX_ROWS,
         // Four rows of a K-quant ran faster tiled (three did not).
         _ if matches!(ty, GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K) => 3,
         _ => AVX2_WEIGHT_ROWS.len(),
     }
 }
 
-/// Weight rows of a task: a multiple of every weight-row count above.
-const TASK_ROW_MULTIPLE: usize = 12;
+/// Weight rows of a task: a multiple of every weight-row count of a kernel call.
+const TASK_ROW_MULTIPLE: usize = 24;
 /// Tasks per thread. Fewer and longer than a tiled product's: each task starts a new stream of
 /// weight rows whose first reads the prefetches do not cover, and with few input rows the reads
 /// are what a task waits for (see the README's cost-curve notes).
@@ -139,7 +168,7 @@ mod simd {
     use std::array::from_fn;
     use std::ops::Range;
 
-    use super::{AVX2_WEIGHT_ROWS as N2, AVX512_MIN_ROWS as MIN5, AVX512_WEIGHT_ROWS as N5};
+    use super::{wide_shape, WideShape, AVX2_WEIGHT_ROWS as N2};
     use crate::dequant::avx2::{factors, group, groups, ids, Factors};
     use crate::ggml_type::GgmlType;
     use crate::product::SharedOut;
@@ -212,11 +241,13 @@ mod simd {
     ) {
         let (n, k) = (w.rows(), w.cols());
         let inputs = x.len() / k;
-        let group_rows = if WIDE {
-            N5[inputs.clamp(MIN5, MIN5 - 1 + N5.len()) - MIN5]
+        let wide = if WIDE {
+            wide_shape(w.ty(), inputs)
         } else {
-            N2[inputs.clamp(1, N2.len()) - 1]
+            None
         };
+        let shape = Shape::pick(wide, inputs);
+        let group_rows = shape.weight_rows();
         let data = w.data().as_ptr();
         let row_bytes = w.row_bytes();
         let mut start = rows.start;
@@ -233,28 +264,88 @@ mod simd {
             };
             // SAFETY: the rows exist (a.min(valid - 1) < valid), x holds `inputs` rows of k
             // values, outputs (b, start + a) for a < valid are ours to write. Each arm's weight
-            // rows are the table's entry for its input rows, so `group_rows` is the kernel's.
+            // rows are `shape.weight_rows()` and its input rows those of `shape.pick`'s arm, so
+            // `group_rows` is the kernel's.
             let xs = |b: usize| x.as_ptr().wrapping_add(b * k);
             unsafe {
-                if WIDE {
-                    match inputs {
-                        ..=3 => kernel::<T, { N5[0] }, 3, true>(from_fn(row), from_fn(xs), call),
-                        4 => kernel::<T, { N5[1] }, 4, true>(from_fn(row), from_fn(xs), call),
-                        5 => kernel::<T, { N5[2] }, 5, true>(from_fn(row), from_fn(xs), call),
-                        6 => kernel::<T, { N5[3] }, 6, true>(from_fn(row), from_fn(xs), call),
-                        7 => kernel::<T, { N5[4] }, 7, true>(from_fn(row), from_fn(xs), call),
-                        _ => kernel::<T, { N5[5] }, 8, true>(from_fn(row), from_fn(xs), call),
+                match shape {
+                    Shape::Narrow4x1 => {
+                        kernel::<T, { N2[0] }, 1, false>(from_fn(row), from_fn(xs), call)
                     }
-                } else {
-                    match inputs {
-                        1 => kernel::<T, { N2[0] }, 1, false>(from_fn(row), from_fn(xs), call),
-                        2 => kernel::<T, { N2[1] }, 2, false>(from_fn(row), from_fn(xs), call),
-                        3 => kernel::<T, { N2[2] }, 3, false>(from_fn(row), from_fn(xs), call),
-                        _ => kernel::<T, { N2[3] }, 4, false>(from_fn(row), from_fn(xs), call),
+                    Shape::Narrow4x2 => {
+                        kernel::<T, { N2[1] }, 2, false>(from_fn(row), from_fn(xs), call)
                     }
+                    Shape::Narrow2x3 => {
+                        kernel::<T, { N2[2] }, 3, false>(from_fn(row), from_fn(xs), call)
+                    }
+                    Shape::Narrow2x4 => {
+                        kernel::<T, { N2[3] }, 4, false>(from_fn(row), from_fn(xs), call)
+                    }
+                    Shape::Wide8x1 => kernel::<T, 8, 1, false>(from_fn(row), from_fn(xs), call),
+                    Shape::Wide6x2 => kernel::<T, 6, 2, false>(from_fn(row), from_fn(xs), call),
+                    Shape::Held3x3 => kernel::<T, 3, 3, true>(from_fn(row), from_fn(xs), call),
+                    Shape::Held3x4 => kernel::<T, 3, 4, true>(from_fn(row), from_fn(xs), call),
+                    Shape::Held2x5 => kernel::<T, 2, 5, true>(from_fn(row), from_fn(xs), call),
+                    Shape::Held2x6 => kernel::<T, 2, 6, true>(from_fn(row), from_fn(xs), call),
+                    Shape::Held2x7 => kernel::<T, 2, 7, true>(from_fn(row), from_fn(xs), call),
+                    Shape::Held2x8 => kernel::<T, 2, 8, true>(from_fn(row), from_fn(xs), call),
                 }
             }
             start += valid;
+        }
+    }
+
+    /// The kernel instantiations, `weight rows x input rows`: the AVX2 table's, the two AVX-512
+    /// ones that stream values (`Wide`) and those that hold all values of a call (`Held`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) enum Shape {
+        Narrow4x1,
+        Narrow4x2,
+        Narrow2x3,
+        Narrow2x4,
+        Wide8x1,
+        Wide6x2,
+        Held3x3,
+        Held3x4,
+        Held2x5,
+        Held2x6,
+        Held2x7,
+        Held2x8,
+    }
+
+    impl Shape {
+        /// The instantiation of `wide` for `inputs` input rows, or (`None`, or a shape without
+        /// an instantiation) the AVX2 table's; beyond 4 input rows, the held shapes.
+        pub(super) fn pick(wide: Option<WideShape>, inputs: usize) -> Shape {
+            let wide = wide.map(|s| (s.weight_rows, s.hold_all));
+            match (wide, inputs) {
+                (Some((8, false)), 1) => Shape::Wide8x1,
+                (Some((6, false)), 2) => Shape::Wide6x2,
+                (Some((3, true)), 3) => Shape::Held3x3,
+                (Some((3, true)), 4) => Shape::Held3x4,
+                (_, ..=1) => Shape::Narrow4x1,
+                (_, 2) => Shape::Narrow4x2,
+                (_, 3) => Shape::Narrow2x3,
+                (_, 4) => Shape::Narrow2x4,
+                (_, 5) => Shape::Held2x5,
+                (_, 6) => Shape::Held2x6,
+                (_, 7) => Shape::Held2x7,
+                _ => Shape::Held2x8,
+            }
+        }
+
+        /// Weight rows of one call.
+        pub(super) fn weight_rows(self) -> usize {
+            match self {
+                Shape::Narrow4x1 => N2[0],
+                Shape::Narrow4x2 => N2[1],
+                Shape::Narrow2x3 => N2[2],
+                Shape::Narrow2x4 => N2[3],
+                Shape::Wide8x1 => 8,
+                Shape::Wide6x2 => 6,
+                Shape::Held3x3 | Shape::Held3x4 => 3,
+                Shape::Held2x5 | Shape::Held2x6 | Shape::Held2x7 | Shape::Held2x8 => 2,
+            }
         }
     }
 
@@ -341,6 +432,32 @@ mod simd {
             for (a, &v) in acc_b.iter().enumerate().take(c.valid) {
                 // SAFETY: output (b, a) with a < valid (contract).
                 unsafe { *c.out.add(b * c.out_stride + a) = hsum(v) };
+            }
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::simd::Shape;
+    use super::*;
+
+    #[test]
+    fn every_avx512_shape_has_its_kernel() {
+        for ty in GgmlType::ALL {
+            for rows in 1..=AVX512_MAX_ROWS {
+                let Some(wide) = wide_shape(ty, rows) else {
+                    continue;
+                };
+                let shape = Shape::pick(Some(wide), rows);
+                assert_eq!(shape.weight_rows(), wide.weight_rows, "{ty:?} {rows} rows");
+                let narrow = [
+                    Shape::Narrow4x1,
+                    Shape::Narrow4x2,
+                    Shape::Narrow2x3,
+                    Shape::Narrow2x4,
+                ];
+                assert!(!narrow.contains(&shape), "{ty:?} {rows} rows: {shape:?}");
             }
         }
     }

@@ -1,5 +1,5 @@
 //! Python entry points of hierdraft-kernels: `linear_rows(x, weight, out)` and
-//! `kernels_use_simd()`, over float32 numpy arrays (torch tensors pass through `.numpy()`
+//! `kernels_use_simd()`, `kernels_path()`, over float32 numpy arrays (torch tensors pass through `.numpy()`
 //! without a copy). The GIL is released while the product runs.
 
 use numpy::ndarray::Dimension;
@@ -73,4 +73,15 @@ pub fn linear_rows(
 #[pyfunction]
 pub fn kernels_use_simd() -> bool {
     hierdraft_kernels::simd_available()
+}
+
+/// The instruction-set path the quantized products take on this CPU: "avx512" (the AVX2
+/// arithmetic with AVX-512VL's 32 registers), "avx2" or "portable"; all give the same bits.
+#[pyfunction]
+pub fn kernels_path() -> &'static str {
+    match hierdraft_kernels::Isa::detect() {
+        hierdraft_kernels::Isa::Avx512 => "avx512",
+        hierdraft_kernels::Isa::Avx2 => "avx2",
+        hierdraft_kernels::Isa::Portable => "portable",
+    }
 }

@@ -32,6 +32,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(defaults::default_settings, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::linear_rows, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::kernels_use_simd, m)?)?;
+    m.add_function(wrap_pyfunction!(kernels::kernels_path, m)?)?;
     m.add_function(wrap_pyfunction!(norm::rms_norm, m)?)?;
     m.add_function(wrap_pyfunction!(rotary::rotary, m)?)?;
     m.add_function(wrap_pyfunction!(attention::attention, m)?)?;
