@@ -1,5 +1,5 @@
-//! A few input rows (up to four on AVX2, eight where AVX-512VL gives 32 vector registers) times a
-//! block-quantized matrix, without the scratch round trip: each group of 32 weight values is
+//! A few input rows (up to four on AVX2, three of a K-quant; up to eight where AVX-512VL gives 32
+//! vector registers) times a block-quantized matrix, without the scratch round trip: each group of 32 weight values is
 //! dequantized into registers (by the same decoder the dequantizer uses, so the values are
 //! identical) and multiplied into the accumulators at once. With so few input rows the product
 //! is bound by dequantization, and storing the values to read them back would cost about as much
@@ -27,37 +27,46 @@ const AVX2_WEIGHT_ROWS: [usize; 4] = [4, 4, 2, 2];
 /// Most input rows the AVX-512 kernels take.
 const AVX512_MAX_ROWS: usize = 8;
 
-/// One AVX-512 kernel call's shape: weight rows, and whether it holds the dequantized values of
-/// all of them at once (see `simd::kernel`).
+/// What a kernel call keeps in registers over a group of 32 columns (see `simd::kernel`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Order {
+    /// One weight row's values at a time, each input vector loaded where it is used.
+    Stream = 0,
+    /// Every weight row's values, each input vector loaded once.
+    HoldValues = 1,
+    /// Every input row's vectors, each weight row's values decoded once and used at once.
+    HoldInputs = 2,
+}
+
+/// One AVX-512 kernel call's shape: weight rows and loop order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct WideShape {
     weight_rows: usize,
-    hold_all: bool,
+    order: Order,
 }
 
-/// The AVX-512 kernel shape for `rows` input rows of type `ty`, where it beat the AVX2 kernels
-/// (`cargo bench -p hierdraft-kernels --bench qlinear_isa`, paired on the default model's
-/// shapes); `None`: the AVX2 kernels. With 32 registers one input row can feed 8 weight rows'
-/// accumulators (4 on AVX2), which helped Q8_0 and the K-quants but not Q4_0 / Q5_0; two rows
-/// gained only for Q5_0, from 6 weight rows. From 3 rows on, a call holds the values of all its
-/// weight rows (4 registers each) next to the `weight rows x input rows` accumulators, at most 25
-/// registers; that made Q5_K and Q6_K slower (their decoders need more registers), so they keep
-/// the AVX2 kernels there, and Q6_K everywhere.
+/// The AVX-512 kernel shape for `rows` input rows of type `ty`, where one beat the AVX2 kernels
+/// (`cargo bench -p hierdraft-kernels --bench qlinear_isa`, paired on the default model's shapes,
+/// every order tried for 1-4 rows); `None`: the AVX2 kernels. With 32 registers one input row
+/// feeds 8 weight rows' accumulators (4 on AVX2); two rows of Q8_0 and Q4_0 hold their 8 input
+/// vectors and feed 8 weight rows, two of Q5_0 feed 6; from 3 rows on a call holds the values of
+/// all its weight rows (Q5_0 and Q5_K: its inputs, which their decoders' temporaries leave room
+/// for). Q5_0 at one row, the other K-quants at two, Q5_K from 4 rows and Q6_K everywhere were
+/// as fast or faster on the AVX2 kernels.
 fn wide_shape(ty: GgmlType, rows: usize) -> Option<WideShape> {
-    let shape = |weight_rows, hold_all| {
-        Some(WideShape {
-            weight_rows,
-            hold_all,
-        })
-    };
+    use GgmlType::{Q4_0, Q5K, Q5_0, Q6K, Q8_0};
+    let shape = |weight_rows, order| Some(WideShape { weight_rows, order });
     match (rows, ty) {
-        (_, GgmlType::Q6K) => None,
-        (1, GgmlType::Q4_0 | GgmlType::Q5_0) => None,
-        (1, _) => shape(8, false),
-        (2, GgmlType::Q5_0) => shape(6, false),
-        (2, _) | (_, GgmlType::Q5K) => None,
-        (3 | 4, _) => shape(3, true),
-        (5..=AVX512_MAX_ROWS, _) => shape(2, true),
+        (_, Q6K) | (1, Q5_0) => None,
+        (1, Q4_0) => shape(8, Order::HoldInputs),
+        (1, _) => shape(8, Order::Stream),
+        (2, Q8_0 | Q4_0) => shape(8, Order::HoldInputs),
+        (2, Q5_0) => shape(6, Order::Stream),
+        (2, _) => None,
+        (3, Q5_0 | Q5K) => shape(4, Order::HoldInputs),
+        (_, Q5K) => None,
+        (3 | 4, _) => shape(3, Order::HoldValues),
+        (5..=AVX512_MAX_ROWS, _) => shape(2, Order::HoldValues),
         _ => None,
     }
 }
@@ -168,7 +177,7 @@ mod simd {
     use std::array::from_fn;
     use std::ops::Range;
 
-    use super::{wide_shape, WideShape, AVX2_WEIGHT_ROWS as N2};
+    use super::{wide_shape, Order, WideShape, AVX2_WEIGHT_ROWS as N2};
     use crate::dequant::avx2::{factors, group, groups, ids, Factors};
     use crate::ggml_type::GgmlType;
     use crate::product::SharedOut;
@@ -270,33 +279,55 @@ mod simd {
             unsafe {
                 match shape {
                     Shape::Narrow4x1 => {
-                        kernel::<T, { N2[0] }, 1, false>(from_fn(row), from_fn(xs), call)
+                        kernel::<T, { N2[0] }, 1, STREAM>(from_fn(row), from_fn(xs), call)
                     }
                     Shape::Narrow4x2 => {
-                        kernel::<T, { N2[1] }, 2, false>(from_fn(row), from_fn(xs), call)
+                        kernel::<T, { N2[1] }, 2, STREAM>(from_fn(row), from_fn(xs), call)
                     }
                     Shape::Narrow2x3 => {
-                        kernel::<T, { N2[2] }, 3, false>(from_fn(row), from_fn(xs), call)
+                        kernel::<T, { N2[2] }, 3, STREAM>(from_fn(row), from_fn(xs), call)
                     }
                     Shape::Narrow2x4 => {
-                        kernel::<T, { N2[3] }, 4, false>(from_fn(row), from_fn(xs), call)
+                        kernel::<T, { N2[3] }, 4, STREAM>(from_fn(row), from_fn(xs), call)
                     }
-                    Shape::Wide8x1 => kernel::<T, 8, 1, false>(from_fn(row), from_fn(xs), call),
-                    Shape::Wide6x2 => kernel::<T, 6, 2, false>(from_fn(row), from_fn(xs), call),
-                    Shape::Held3x3 => kernel::<T, 3, 3, true>(from_fn(row), from_fn(xs), call),
-                    Shape::Held3x4 => kernel::<T, 3, 4, true>(from_fn(row), from_fn(xs), call),
-                    Shape::Held2x5 => kernel::<T, 2, 5, true>(from_fn(row), from_fn(xs), call),
-                    Shape::Held2x6 => kernel::<T, 2, 6, true>(from_fn(row), from_fn(xs), call),
-                    Shape::Held2x7 => kernel::<T, 2, 7, true>(from_fn(row), from_fn(xs), call),
-                    Shape::Held2x8 => kernel::<T, 2, 8, true>(from_fn(row), from_fn(xs), call),
+                    Shape::Wide8x1 => kernel::<T, 8, 1, STREAM>(from_fn(row), from_fn(xs), call),
+                    Shape::Wide6x2 => kernel::<T, 6, 2, STREAM>(from_fn(row), from_fn(xs), call),
+                    Shape::Held3x3 => {
+                        kernel::<T, 3, 3, HOLD_VALUES>(from_fn(row), from_fn(xs), call)
+                    }
+                    Shape::Held3x4 => {
+                        kernel::<T, 3, 4, HOLD_VALUES>(from_fn(row), from_fn(xs), call)
+                    }
+                    Shape::Held2x5 => {
+                        kernel::<T, 2, 5, HOLD_VALUES>(from_fn(row), from_fn(xs), call)
+                    }
+                    Shape::Held2x6 => {
+                        kernel::<T, 2, 6, HOLD_VALUES>(from_fn(row), from_fn(xs), call)
+                    }
+                    Shape::Held2x7 => {
+                        kernel::<T, 2, 7, HOLD_VALUES>(from_fn(row), from_fn(xs), call)
+                    }
+                    Shape::Held2x8 => {
+                        kernel::<T, 2, 8, HOLD_VALUES>(from_fn(row), from_fn(xs), call)
+                    }
+                    Shape::Inputs8x1 => {
+                        kernel::<T, 8, 1, HOLD_INPUTS>(from_fn(row), from_fn(xs), call)
+                    }
+                    Shape::Inputs8x2 => {
+                        kernel::<T, 8, 2, HOLD_INPUTS>(from_fn(row), from_fn(xs), call)
+                    }
+                    Shape::Inputs4x3 => {
+                        kernel::<T, 4, 3, HOLD_INPUTS>(from_fn(row), from_fn(xs), call)
+                    }
                 }
             }
             start += valid;
         }
     }
 
-    /// The kernel instantiations, `weight rows x input rows`: the AVX2 table's, the two AVX-512
-    /// ones that stream values (`Wide`) and those that hold all values of a call (`Held`).
+    /// The kernel instantiations, `weight rows x input rows`: the AVX2 table's (`Narrow`), and the
+    /// AVX-512 ones that stream values (`Wide`), hold all values of a call (`Held`) or hold all its
+    /// input vectors (`Inputs`).
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub(super) enum Shape {
         Narrow4x1,
@@ -311,18 +342,29 @@ mod simd {
         Held2x6,
         Held2x7,
         Held2x8,
+        Inputs8x1,
+        Inputs8x2,
+        Inputs4x3,
     }
+
+    /// `Order`s as the kernel's const parameter.
+    const STREAM: u8 = Order::Stream as u8;
+    const HOLD_VALUES: u8 = Order::HoldValues as u8;
+    const HOLD_INPUTS: u8 = Order::HoldInputs as u8;
 
     impl Shape {
         /// The instantiation of `wide` for `inputs` input rows, or (`None`, or a shape without
         /// an instantiation) the AVX2 table's; beyond 4 input rows, the held shapes.
         pub(super) fn pick(wide: Option<WideShape>, inputs: usize) -> Shape {
-            let wide = wide.map(|s| (s.weight_rows, s.hold_all));
+            let wide = wide.map(|s| (s.weight_rows, s.order));
             match (wide, inputs) {
-                (Some((8, false)), 1) => Shape::Wide8x1,
-                (Some((6, false)), 2) => Shape::Wide6x2,
-                (Some((3, true)), 3) => Shape::Held3x3,
-                (Some((3, true)), 4) => Shape::Held3x4,
+                (Some((8, Order::Stream)), 1) => Shape::Wide8x1,
+                (Some((6, Order::Stream)), 2) => Shape::Wide6x2,
+                (Some((3, Order::HoldValues)), 3) => Shape::Held3x3,
+                (Some((3, Order::HoldValues)), 4) => Shape::Held3x4,
+                (Some((8, Order::HoldInputs)), 1) => Shape::Inputs8x1,
+                (Some((8, Order::HoldInputs)), 2) => Shape::Inputs8x2,
+                (Some((4, Order::HoldInputs)), 3) => Shape::Inputs4x3,
                 (_, ..=1) => Shape::Narrow4x1,
                 (_, 2) => Shape::Narrow4x2,
                 (_, 3) => Shape::Narrow2x3,
@@ -345,6 +387,8 @@ mod simd {
                 Shape::Wide6x2 => 6,
                 Shape::Held3x3 | Shape::Held3x4 => 3,
                 Shape::Held2x5 | Shape::Held2x6 | Shape::Held2x7 | Shape::Held2x8 => 2,
+                Shape::Inputs8x1 | Shape::Inputs8x2 => 8,
+                Shape::Inputs4x3 => 4,
             }
         }
     }
@@ -365,17 +409,19 @@ mod simd {
     /// `NW` weight rows (block data at `rows[a]`) times `NX` input rows (`k` values at `x[b]`),
     /// written to `out + b * out_stride + a` for `a < valid`.
     ///
-    /// Per group of 32 columns, `HOLD_ALL` dequantizes every weight row's values first and then
-    /// streams each input vector past all of them (one load per input vector; needs `4 * NW`
-    /// registers for the values, which only the AVX-512 path has); otherwise one weight row's
-    /// values at a time meet every input row. Either way accumulator (b, a) receives the same
-    /// fused multiply-adds in the same order (columns ascending), so the bits are the same.
+    /// Per group of 32 columns (`ORDER`, see [`Order`]): `HOLD_VALUES` dequantizes every weight
+    /// row's values first and then streams each input vector past all of them (`4 * NW`
+    /// registers for the values, which only the AVX-512 path has); `HOLD_INPUTS` loads every
+    /// input row's vectors first (`4 * NX` registers) and decodes one weight row at a time into
+    /// them; `STREAM` decodes one weight row at a time and loads each input vector where it is
+    /// used. Every order gives accumulator (b, a) the same fused multiply-adds in the same order
+    /// (columns ascending), so the bits are the same.
     ///
     /// # Safety
     /// AVX2, FMA and F16C; whole rows of type `T` at `rows`, `k` values at each `x[b]`, and the
     /// outputs writable.
     #[inline(always)]
-    unsafe fn kernel<const T: u32, const NW: usize, const NX: usize, const HOLD_ALL: bool>(
+    unsafe fn kernel<const T: u32, const NW: usize, const NX: usize, const ORDER: u8>(
         rows: [*const u8; NW],
         x: [*const f32; NX],
         c: Call,
@@ -404,7 +450,18 @@ mod simd {
                 let col = (blk * groups(T) + g) * 32;
                 // SAFETY (loads): column col + 8q + 8 <= k of input row b; block `blk` of each
                 // weight row exists and g < groups(T) (contract).
-                if HOLD_ALL {
+                if ORDER == HOLD_INPUTS {
+                    let xv: [[__m256; 4]; NX] =
+                        from_fn(|b| from_fn(|q| unsafe { _mm256_loadu_ps(x[b].add(col + 8 * q)) }));
+                    for (a, row) in rows.into_iter().enumerate() {
+                        let v = unsafe { group::<T>(row.add(at), g, &f[a]) };
+                        for (q, &vq) in v.iter().enumerate() {
+                            for (acc_b, xb) in acc.iter_mut().zip(&xv) {
+                                acc_b[a] = _mm256_fmadd_ps(vq, xb[q], acc_b[a]);
+                            }
+                        }
+                    }
+                } else if ORDER == HOLD_VALUES {
                     let v: [[__m256; 4]; NW] =
                         from_fn(|a| unsafe { group::<T>(rows[a].add(at), g, &f[a]) });
                     for q in 0..4 {
