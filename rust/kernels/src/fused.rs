@@ -47,12 +47,14 @@ struct WideShape {
 
 /// The AVX-512 kernel shape for `rows` input rows of type `ty`, where one beat the AVX2 kernels
 /// (`cargo bench -p hierdraft-kernels --bench qlinear_isa`, paired on the default model's shapes,
-/// every order tried for 1-4 rows); `None`: the AVX2 kernels. With 32 registers one input row
-/// feeds 8 weight rows' accumulators (4 on AVX2); two rows of Q8_0 and Q4_0 hold their 8 input
-/// vectors and feed 8 weight rows, two of Q5_0 feed 6; from 3 rows on a call holds the values of
-/// all its weight rows (Q5_0 and Q5_K: its inputs, which their decoders' temporaries leave room
-/// for). Q5_0 at one row, the other K-quants at two, Q5_K from 4 rows and Q6_K everywhere were
-/// as fast or faster on the AVX2 kernels.
+/// the three orders tried for 1-6 rows); `None`: the AVX2 kernels. With 32 registers one input
+/// row feeds 8 weight rows' accumulators (4 on AVX2). Q8_0, whose values decode in few
+/// instructions, streams its inputs past 8 weight rows for 3 input rows and 4 for 4-6; two of its
+/// rows, and of Q4_0, hold their 8 input vectors and feed 8 weight rows. The other formats hold
+/// the values of all of a call's weight rows from 3 rows on (Q5_0 and Q5_K at 3 rows: the input
+/// vectors, which their decoders' temporaries leave room for). Q5_0 at one row, the other
+/// K-quants at two, Q5_K from 4 rows and Q6_K everywhere were as fast or faster on the AVX2
+/// kernels.
 fn wide_shape(ty: GgmlType, rows: usize) -> Option<WideShape> {
     use GgmlType::{Q4_0, Q5K, Q5_0, Q6K, Q8_0};
     let shape = |weight_rows, order| Some(WideShape { weight_rows, order });
@@ -63,6 +65,8 @@ fn wide_shape(ty: GgmlType, rows: usize) -> Option<WideShape> {
         (2, Q8_0 | Q4_0) => shape(8, Order::HoldInputs),
         (2, Q5_0) => shape(6, Order::Stream),
         (2, _) => None,
+        (3, Q8_0) => shape(8, Order::Stream),
+        (4..=6, Q8_0) => shape(4, Order::Stream),
         (3, Q5_0 | Q5K) => shape(4, Order::HoldInputs),
         (_, Q5K) => None,
         (3 | 4, _) => shape(3, Order::HoldValues),
@@ -310,6 +314,10 @@ mod simd {
                     Shape::Held2x8 => {
                         kernel::<T, 2, 8, HOLD_VALUES>(from_fn(row), from_fn(xs), call)
                     }
+                    Shape::Wide8x3 => kernel::<T, 8, 3, STREAM>(from_fn(row), from_fn(xs), call),
+                    Shape::Wide4x4 => kernel::<T, 4, 4, STREAM>(from_fn(row), from_fn(xs), call),
+                    Shape::Wide4x5 => kernel::<T, 4, 5, STREAM>(from_fn(row), from_fn(xs), call),
+                    Shape::Wide4x6 => kernel::<T, 4, 6, STREAM>(from_fn(row), from_fn(xs), call),
                     Shape::Inputs8x1 => {
                         kernel::<T, 8, 1, HOLD_INPUTS>(from_fn(row), from_fn(xs), call)
                     }
@@ -336,6 +344,10 @@ mod simd {
         Narrow2x4,
         Wide8x1,
         Wide6x2,
+        Wide8x3,
+        Wide4x4,
+        Wide4x5,
+        Wide4x6,
         Held3x3,
         Held3x4,
         Held2x5,
@@ -360,6 +372,10 @@ mod simd {
             match (wide, inputs) {
                 (Some((8, Order::Stream)), 1) => Shape::Wide8x1,
                 (Some((6, Order::Stream)), 2) => Shape::Wide6x2,
+                (Some((8, Order::Stream)), 3) => Shape::Wide8x3,
+                (Some((4, Order::Stream)), 4) => Shape::Wide4x4,
+                (Some((4, Order::Stream)), 5) => Shape::Wide4x5,
+                (Some((4, Order::Stream)), 6) => Shape::Wide4x6,
                 (Some((3, Order::HoldValues)), 3) => Shape::Held3x3,
                 (Some((3, Order::HoldValues)), 4) => Shape::Held3x4,
                 (Some((8, Order::HoldInputs)), 1) => Shape::Inputs8x1,
@@ -385,6 +401,8 @@ mod simd {
                 Shape::Narrow2x4 => N2[3],
                 Shape::Wide8x1 => 8,
                 Shape::Wide6x2 => 6,
+                Shape::Wide8x3 => 8,
+                Shape::Wide4x4 | Shape::Wide4x5 | Shape::Wide4x6 => 4,
                 Shape::Held3x3 | Shape::Held3x4 => 3,
                 Shape::Held2x5 | Shape::Held2x6 | Shape::Held2x7 | Shape::Held2x8 => 2,
                 Shape::Inputs8x1 | Shape::Inputs8x2 => 8,
