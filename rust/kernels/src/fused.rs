@@ -1,7 +1,7 @@
 //! A few input rows (up to four on AVX2, three of a K-quant; up to eight where AVX-512VL gives 32
-//! vector registers) times a block-quantized matrix, without the scratch round trip: each group of 32 weight values is
-//! dequantized into registers (by the same decoder the dequantizer uses, so the values are
-//! identical) and multiplied into the accumulators at once. With so few input rows the product
+//! vector registers) times a block-quantized matrix, without the scratch round trip: each group
+//! of 32 weight values is dequantized into registers (by the same decoder the dequantizer uses,
+//! so the values are identical) and multiplied into the accumulators at once. With so few input rows the product
 //! is bound by dequantization, and storing the values to read them back would cost about as much
 //! again. The AVX-512 path runs the same 256-bit instructions; its extra registers let one call
 //! cover more weight and input rows.
@@ -276,91 +276,89 @@ mod simd {
                 out_stride: n,
             };
             // SAFETY: the rows exist (a.min(valid - 1) < valid), x holds `inputs` rows of k
-            // values, outputs (b, start + a) for a < valid are ours to write. Each arm's weight
-            // rows are `shape.weight_rows()` and its input rows those of `shape.pick`'s arm, so
-            // `group_rows` is the kernel's.
+            // values (`Shape::pick` gives a shape of `inputs` input rows: tested), outputs (b, start + a)
+            // for a < valid are ours to write, and `group_rows` is the shape's weight rows.
             let xs = |b: usize| x.as_ptr().wrapping_add(b * k);
-            unsafe {
-                match shape {
-                    Shape::Narrow4x1 => {
-                        kernel::<T, { N2[0] }, 1, STREAM>(from_fn(row), from_fn(xs), call)
-                    }
-                    Shape::Narrow4x2 => {
-                        kernel::<T, { N2[1] }, 2, STREAM>(from_fn(row), from_fn(xs), call)
-                    }
-                    Shape::Narrow2x3 => {
-                        kernel::<T, { N2[2] }, 3, STREAM>(from_fn(row), from_fn(xs), call)
-                    }
-                    Shape::Narrow2x4 => {
-                        kernel::<T, { N2[3] }, 4, STREAM>(from_fn(row), from_fn(xs), call)
-                    }
-                    Shape::Wide8x1 => kernel::<T, 8, 1, STREAM>(from_fn(row), from_fn(xs), call),
-                    Shape::Wide6x2 => kernel::<T, 6, 2, STREAM>(from_fn(row), from_fn(xs), call),
-                    Shape::Held3x3 => {
-                        kernel::<T, 3, 3, HOLD_VALUES>(from_fn(row), from_fn(xs), call)
-                    }
-                    Shape::Held3x4 => {
-                        kernel::<T, 3, 4, HOLD_VALUES>(from_fn(row), from_fn(xs), call)
-                    }
-                    Shape::Held2x5 => {
-                        kernel::<T, 2, 5, HOLD_VALUES>(from_fn(row), from_fn(xs), call)
-                    }
-                    Shape::Held2x6 => {
-                        kernel::<T, 2, 6, HOLD_VALUES>(from_fn(row), from_fn(xs), call)
-                    }
-                    Shape::Held2x7 => {
-                        kernel::<T, 2, 7, HOLD_VALUES>(from_fn(row), from_fn(xs), call)
-                    }
-                    Shape::Held2x8 => {
-                        kernel::<T, 2, 8, HOLD_VALUES>(from_fn(row), from_fn(xs), call)
-                    }
-                    Shape::Wide8x3 => kernel::<T, 8, 3, STREAM>(from_fn(row), from_fn(xs), call),
-                    Shape::Wide4x4 => kernel::<T, 4, 4, STREAM>(from_fn(row), from_fn(xs), call),
-                    Shape::Wide4x5 => kernel::<T, 4, 5, STREAM>(from_fn(row), from_fn(xs), call),
-                    Shape::Wide4x6 => kernel::<T, 4, 6, STREAM>(from_fn(row), from_fn(xs), call),
-                    Shape::Inputs8x1 => {
-                        kernel::<T, 8, 1, HOLD_INPUTS>(from_fn(row), from_fn(xs), call)
-                    }
-                    Shape::Inputs8x2 => {
-                        kernel::<T, 8, 2, HOLD_INPUTS>(from_fn(row), from_fn(xs), call)
-                    }
-                    Shape::Inputs4x3 => {
-                        kernel::<T, 4, 3, HOLD_INPUTS>(from_fn(row), from_fn(xs), call)
-                    }
-                }
-            }
+            unsafe { shape.run::<T>(row, xs, call) };
             start += valid;
         }
     }
 
-    /// The kernel instantiations, `weight rows x input rows`: the AVX2 table's (`Narrow`), and the
-    /// AVX-512 ones that stream values (`Wide`), hold all values of a call (`Held`) or hold all its
-    /// input vectors (`Inputs`).
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub(super) enum Shape {
-        Narrow4x1,
-        Narrow4x2,
-        Narrow2x3,
-        Narrow2x4,
-        Wide8x1,
-        Wide6x2,
-        Wide8x3,
-        Wide4x4,
-        Wide4x5,
-        Wide4x6,
-        Held3x3,
-        Held3x4,
-        Held2x5,
-        Held2x6,
-        Held2x7,
-        Held2x8,
-        Inputs8x1,
-        Inputs8x2,
-        Inputs4x3,
+    /// Declares the kernel instantiations once: the `Shape` enum, each shape's weight rows, and
+    /// the call of its kernel, so that a shape's rows and its kernel cannot disagree.
+    macro_rules! shapes {
+        ($($name:ident = ($nw:expr, $nx:literal, $order:ident)),* $(,)?) => {
+            /// The kernel instantiations, `weight rows x input rows`: the AVX2 table's
+            /// (`Narrow`), and the AVX-512 ones that stream values (`Wide`), hold all values of a
+            /// call (`Held`) or hold all its input vectors (`Inputs`).
+            #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+            pub(super) enum Shape {
+                $($name),*
+            }
+
+            impl Shape {
+                /// Weight rows, input rows and loop order of one call.
+                pub(super) fn dims(self) -> (usize, usize, Order) {
+                    match self {
+                        $(Shape::$name => ($nw, $nx, Order::$order)),*
+                    }
+                }
+
+                /// Runs the shape's kernel on the weight rows `row(0..)` and the input rows
+                /// `x(0..)`.
+                ///
+                /// # Safety
+                /// As [`kernel`], for the shape's weight and input rows.
+                #[inline(always)]
+                unsafe fn run<const T: u32>(
+                    self,
+                    row: impl Fn(usize) -> *const u8,
+                    x: impl Fn(usize) -> *const f32,
+                    call: Call,
+                ) {
+                    match self {
+                        // SAFETY: forwarded.
+                        $(Shape::$name => unsafe {
+                            kernel::<T, { $nw }, $nx, { Order::$order as u8 }>(
+                                from_fn(&row),
+                                from_fn(&x),
+                                call,
+                            )
+                        }),*
+                    }
+                }
+
+                /// Weight rows of one call.
+                pub(super) fn weight_rows(self) -> usize {
+                    self.dims().0
+                }
+            }
+        };
     }
 
-    /// `Order`s as the kernel's const parameter.
-    const STREAM: u8 = Order::Stream as u8;
+    shapes! {
+        Narrow4x1 = (N2[0], 1, Stream),
+        Narrow4x2 = (N2[1], 2, Stream),
+        Narrow2x3 = (N2[2], 3, Stream),
+        Narrow2x4 = (N2[3], 4, Stream),
+        Wide8x1 = (8, 1, Stream),
+        Wide6x2 = (6, 2, Stream),
+        Wide8x3 = (8, 3, Stream),
+        Wide4x4 = (4, 4, Stream),
+        Wide4x5 = (4, 5, Stream),
+        Wide4x6 = (4, 6, Stream),
+        Held3x3 = (3, 3, HoldValues),
+        Held3x4 = (3, 4, HoldValues),
+        Held2x5 = (2, 5, HoldValues),
+        Held2x6 = (2, 6, HoldValues),
+        Held2x7 = (2, 7, HoldValues),
+        Held2x8 = (2, 8, HoldValues),
+        Inputs8x1 = (8, 1, HoldInputs),
+        Inputs8x2 = (8, 2, HoldInputs),
+        Inputs4x3 = (4, 3, HoldInputs),
+    }
+
+    /// `Order`s as the kernel's const parameter (any other value: `Order::Stream`).
     const HOLD_VALUES: u8 = Order::HoldValues as u8;
     const HOLD_INPUTS: u8 = Order::HoldInputs as u8;
 
@@ -389,24 +387,6 @@ mod simd {
                 (_, 6) => Shape::Held2x6,
                 (_, 7) => Shape::Held2x7,
                 _ => Shape::Held2x8,
-            }
-        }
-
-        /// Weight rows of one call.
-        pub(super) fn weight_rows(self) -> usize {
-            match self {
-                Shape::Narrow4x1 => N2[0],
-                Shape::Narrow4x2 => N2[1],
-                Shape::Narrow2x3 => N2[2],
-                Shape::Narrow2x4 => N2[3],
-                Shape::Wide8x1 => 8,
-                Shape::Wide6x2 => 6,
-                Shape::Wide8x3 => 8,
-                Shape::Wide4x4 | Shape::Wide4x5 | Shape::Wide4x6 => 4,
-                Shape::Held3x3 | Shape::Held3x4 => 3,
-                Shape::Held2x5 | Shape::Held2x6 | Shape::Held2x7 | Shape::Held2x8 => 2,
-                Shape::Inputs8x1 | Shape::Inputs8x2 => 8,
-                Shape::Inputs4x3 => 4,
             }
         }
     }
@@ -518,21 +498,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_avx512_shape_has_its_kernel() {
+    fn every_shape_picked_has_its_input_rows_and_the_tables_kernel() {
         for ty in GgmlType::ALL {
             for rows in 1..=AVX512_MAX_ROWS {
-                let Some(wide) = wide_shape(ty, rows) else {
-                    continue;
-                };
-                let shape = Shape::pick(Some(wide), rows);
-                assert_eq!(shape.weight_rows(), wide.weight_rows, "{ty:?} {rows} rows");
-                let narrow = [
-                    Shape::Narrow4x1,
-                    Shape::Narrow4x2,
-                    Shape::Narrow2x3,
-                    Shape::Narrow2x4,
-                ];
-                assert!(!narrow.contains(&shape), "{ty:?} {rows} rows: {shape:?}");
+                // The AVX2 kernels (no wide shape) take up to 4 rows; the AVX-512 ones up to 8,
+                // where the table has a shape (elsewhere the rows take the AVX2 kernels or the
+                // tiled path).
+                let wide = wide_shape(ty, rows);
+                let mut paths = Vec::new();
+                if rows <= AVX2_WEIGHT_ROWS.len() {
+                    paths.push(None);
+                }
+                if wide.is_some() {
+                    paths.push(wide);
+                }
+                for want in paths {
+                    let (weight_rows, input_rows, order) = Shape::pick(want, rows).dims();
+                    assert_eq!(input_rows, rows, "{ty:?} {rows} rows, {want:?}");
+                    match want {
+                        Some(w) => assert_eq!((weight_rows, order), (w.weight_rows, w.order)),
+                        None => assert_eq!(weight_rows, AVX2_WEIGHT_ROWS[rows - 1]),
+                    }
+                }
             }
         }
     }
