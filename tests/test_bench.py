@@ -284,12 +284,32 @@ def test_bench_detects_a_wrong_method(tmp_path, tiny_model, capsys):
     assert "mismatch" in (tmp_path / "out" / "report.md").read_text()
 
 
-def test_bench_sampling_skips_comparison(tmp_path, tiny_model):
+def test_bench_sampling_holds_hierdrafts_methods_to_ars_samples(tmp_path, tiny_model):
+    """Sampled, hierdraft's methods must reproduce ar's tokens (keyed draws); transformers'
+    sampler draws otherwise and is only reported, like a peer."""
     code, result = _run(tmp_path, tiny_model, _generate_fn(), temperature=0.8,
-                        methods=["hf-ar", "hd"], limit_per_category=1)
+                        methods=["hf-ar", "hd", "context"], limit_per_category=1)
+    summary = result["summary"]
     assert code == 0
-    assert result["summary"]["methods"] == ["ar", "hf-ar", "hd"]
-    assert not result["summary"]["outputs_compared"]
+    assert summary["methods"] == ["ar", "hf-ar", "hd", "context"]
+    assert summary["outputs_compared"] and summary["mismatches"] == []
+    assert summary["peers"] == ["hf-ar"]
+    assert "Sampled outputs" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_bench_sampling_reports_a_sample_that_differs(tmp_path, tiny_model):
+    real = _generate_fn()
+
+    def corrupting(model, input_ids, drafter=None, **kw):
+        res = real(model, input_ids, drafter=drafter, **kw)
+        if drafter is not None:
+            res.tokens = list(res.tokens)
+            res.tokens[0] = (res.tokens[0] + 1) % 256
+        return res
+
+    code, result = _run(tmp_path, tiny_model, corrupting, temperature=0.8, methods=["hd"], limit_per_category=1)
+    assert code == cli_bench.EXIT_MISMATCH
+    assert {m["method"] for m in result["summary"]["mismatches"]} == {"hd"}
 
 
 def test_bench_time_limit_reports_the_prompts_done(tmp_path, tiny_model):

@@ -5,7 +5,9 @@ For prompts across the Spec-Bench categories, 96 new tokens each, greedy:
   tokens transformers' `model.generate(do_sample=False)` gives on the float32 model holding the
   dequantized weights (transformers' own kernels, PyTorch's BLAS);
 - drafting and plain decoding agree with each other, which holds by construction (every row count
-  goes through the same kernels).
+  goes through the same kernels);
+- sampled at temperature 1 with a seed, drafting gives exactly plain sampling's tokens (each
+  position's draw depends only on the seed and the position, and the rows are equal bit for bit).
 
 Slow (two loads of the model, 2 x 13 x 96 tokens, the float model at PyTorch's speed) but part of
 the CI suite.
@@ -93,4 +95,14 @@ def test_int8_mode_drafting_equals_plain_decoding(quantized, int8_model, drafter
     plain = hierdraft.generate(int8_model, ids, max_new_tokens=NEW_TOKENS)
     drafted = hierdraft.generate(int8_model, ids, drafter=drafter, max_new_tokens=NEW_TOKENS)
     assert drafted.tokens == plain.tokens, f"{category}: drafting changed the int8 output"
+    assert max(drafted.tree_sizes) > 0
+
+
+@pytest.mark.parametrize("category", ["coding", "extraction", "summarization", "writing"])
+def test_sampled_drafting_equals_plain_sampling_with_the_same_seed(quantized, drafter, category):
+    model, tokenizer = quantized
+    ids = tokenizer(format_prompt(QUESTIONS[category]), return_tensors="pt").input_ids
+    plain = hierdraft.generate(model, ids, max_new_tokens=NEW_TOKENS, temperature=1.0, seed=3)
+    drafted = hierdraft.generate(model, ids, drafter=drafter, max_new_tokens=NEW_TOKENS, temperature=1.0, seed=3)
+    assert drafted.tokens == plain.tokens, f"{category}: drafting changed the sampled output"
     assert max(drafted.tree_sizes) > 0

@@ -6,7 +6,8 @@ files (tests/gguf_tiny.py) and loaded with `hierdraft.gguf_model.load_gguf_model
 - loading keeps every linear layer and the embedding in blocks, shares the tied head, and gives the
   same numbers as the float32 model holding the dequantized weights (bit for bit when hierdraft's
   float32 kernel runs that model, as hierdraft's forwards do);
-- greedy output with any drafter equals plain decoding and `model.generate`, exactly;
+- greedy output with any drafter equals plain decoding and `model.generate`, exactly, and so does
+  sampled output with a seed equal plain sampling's with that seed;
 - bad files and unsupported tensors are refused with clear errors.
 """
 
@@ -120,6 +121,21 @@ def test_drafters_match_plain_decoding(quantized_lm, kind):
         accepted += sum(res.accepted_per_step)
     if kind in ("oracle_noisy", "deep_wide"):
         assert accepted > 0  # the trees were really verified
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, None, None), (0.8, 20, 0.9)])
+def test_sampled_drafting_equals_plain_sampling_with_the_same_seed(quantized_lm, temperature, top_k, top_p):
+    vocab = quantized_lm.config.vocab_size
+    accepted = 0
+    for i, prompt in enumerate(PROMPTS):
+        plain = generate(quantized_lm, prompt, max_new_tokens=NEW, temperature=temperature, top_k=top_k,
+                         top_p=top_p, seed=i).tokens
+        for drafter in (OracleDrafter(plain, depth=10, noise=5, seed=i), RandomDrafter(vocab, budget=24, seed=i)):
+            res = generate(quantized_lm, prompt, drafter=drafter, max_new_tokens=NEW, temperature=temperature,
+                           top_k=top_k, top_p=top_p, seed=i)
+            assert res.tokens == plain, f"prompt {prompt}"
+            accepted += sum(res.accepted_per_step)
+    assert accepted > 0  # the trees were really walked
 
 
 def test_llama_rows_are_reordered_back(gguf_files, tmp_path):

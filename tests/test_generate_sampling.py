@@ -1,5 +1,6 @@
-"""Sampling stays lossless: logits processing like model.generate, and recursive rejection sampling
-that leaves the output distribution unchanged, whatever the drafts.
+"""Sampling stays lossless: logits processing like model.generate, and a tree walk that follows the
+target's own draws, so that the output distribution is unchanged whatever the drafts, and with a
+seed the sampled tokens equal plain decoding's.
 
 Statistical tests use fixed seeds (deterministic) and a chi-square goodness-of-fit test against
 the exact target distribution (computed by enumerating every prefix); cells with an expected count
@@ -21,6 +22,7 @@ from scipy.stats import chisquare
 from hierdraft.adaptive import AdaptiveDrafter
 from hierdraft.drafting import PyDraftTree
 from hierdraft.decoding import generate
+from hierdraft.draws import PositionDraws
 from hierdraft.sampling import SamplingParams, _draw, verify_sampling
 from hierdraft.tree_forward import argmax_rows
 from hierdraft.tree_forward import TreeLogits
@@ -44,16 +46,48 @@ def _chi2_pvalue(observed: np.ndarray, expected_prob: np.ndarray) -> float:
 
 def test_draw_follows_the_weights_and_never_picks_a_zero():
     weights = torch.tensor([0.1, 0.0, 0.25, 0.0, 0.05, 0.6, 0.0])
-    g = torch.Generator().manual_seed(5)
-    counts = np.bincount([_draw(weights, g) for _ in range(20_000)], minlength=len(weights))
+    u = np.random.default_rng(5).random(20_000)
+    counts = np.bincount([_draw(weights, x) for x in u.tolist()], minlength=len(weights))
     assert _chi2_pvalue(counts, weights.numpy()) > P_MIN
 
 
-def test_draw_at_the_top_of_the_range_takes_the_last_weighted_index(monkeypatch):
+def test_draw_inverts_the_cumulative_weights():
+    weights = torch.tensor([0.25, 0.0, 0.5, 0.25])
+    assert [_draw(weights, u) for u in (0.0, 0.2499, 0.25, 0.7499, 0.75, 0.9999)] == [0, 0, 2, 2, 3, 3]
+
+
+def test_draw_at_the_top_of_the_range_takes_the_last_weighted_index():
     weights = torch.tensor([0.3, 0.7, 0.0, 0.0])
-    # a uniform draw whose product with the total rounds up to the total
-    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.tensor(1.0, dtype=torch.float64))
-    assert _draw(weights, None) == 1
+    # a uniform number whose product with the total rounds up to the total
+    assert _draw(weights, 1.0) == 1
+
+
+def test_position_draws_are_uniform_and_a_function_of_key_and_position():
+    draws = PositionDraws(7)
+    u = np.array([draws.uniform(t) for t in range(20_000)])
+    assert ((u >= 0) & (u < 1)).all()
+    assert _chi2_pvalue(np.histogram(u, bins=20, range=(0, 1))[0], np.full(20, 1 / 20)) > P_MIN
+    assert [draws.uniform(t) for t in (5, 2, 5)] == [u[5], u[2], u[5]]  # no hidden state
+    assert PositionDraws(7).uniform(3) == u[3]
+    # neighbouring keys (the bench's seed, seed + 1, ...) give unrelated numbers
+    other = np.array([PositionDraws(8).uniform(t) for t in range(20_000)])
+    assert abs(np.corrcoef(u, other)[0, 1]) < 0.05
+    assert not np.isin(u[:100], other).any()
+
+
+def test_position_draws_without_a_seed_follow_torchs_global_generator():
+    torch.manual_seed(11)
+    a = PositionDraws.from_seed(None).uniform(0)
+    torch.manual_seed(11)
+    assert PositionDraws.from_seed(None).uniform(0) == a
+    assert PositionDraws.from_seed(None).uniform(0) != a
+
+
+def test_position_draws_refuse_bad_input():
+    with pytest.raises(TypeError, match="int"):
+        PositionDraws(1.5)
+    with pytest.raises(ValueError, match="position"):
+        PositionDraws(1).uniform(-1)
 
 
 def test_argmax_rows_is_torchs_argmax():
@@ -94,7 +128,7 @@ def test_processing_matches_transformers_warpers(temperature, top_k, top_p):
     assert torch.equal(got, want)
 
 
-def test_rejection_sampling_single_step():
+def test_tree_walk_single_step():
     """One verification: P(first token) = p_root and P(second | first) = p of that child's row."""
     v = 6
     tree = PyDraftTree([0, 1, 0, 3, 2, 0, 5], [-1, -1, -1, -1, 0, 0, 3])  # duplicate sibling, zero-p child
@@ -113,12 +147,11 @@ def test_rejection_sampling_single_step():
     )
     tokens, parents = tree.tokens.astype(np.int64), tree.parents.astype(np.int64)
     logits, params = TreeLogits(logits=torch.log(p)), SamplingParams(temperature=1.0)  # softmax(log p) = p
-    gen, ugen = torch.Generator().manual_seed(7), torch.Generator().manual_seed(8)
     n = 12000
     first = np.zeros(v)
     second = {0: np.zeros(v), 1: np.zeros(v), 3: np.zeros(v)}
-    for _ in range(n):
-        out = verify_sampling(logits, tokens, parents, params, gen, ugen).tokens
+    for i in range(n):
+        out = verify_sampling(logits, tokens, parents, params, PositionDraws(i), 0).tokens
         first[out[0]] += 1
         if len(out) > 1:
             second[out[0]][out[1]] += 1
@@ -243,6 +276,63 @@ def test_sampling_distribution_matches_plain_sampling(peaky_llama, temperature, 
     if use_drafter:
         rate = accepted / steps
         assert 0.3 < rate < 1.9, rate  # drafts are often right and often wrong
+
+
+def test_walk_emits_the_draws_of_its_positions():
+    """Each emitted token is the draw of its own row at its own position's number."""
+    rng = np.random.default_rng(1)
+    params = SamplingParams(temperature=1.0)
+    for trial in range(200):
+        n = int(rng.integers(0, 12))
+        parents = np.array([int(rng.integers(-1, i)) if i else -1 for i in range(n)], dtype=np.int64)
+        tree = PyDraftTree(rng.integers(0, 4, size=n), parents)
+        tokens = tree.tokens.astype(np.int64)
+        logits = torch.randn(n + 1, 4, generator=torch.Generator().manual_seed(trial))
+        draws, position = PositionDraws(trial), int(rng.integers(0, 50))
+        verdict = verify_sampling(TreeLogits(logits=logits), tokens, parents, params, draws, position)
+        rows = [0] + [i + 1 for i in verdict.path]
+        probs = params.probabilities(logits)
+        assert verdict.tokens == [_draw(probs[r], draws.uniform(position + k)) for k, r in enumerate(rows)]
+        for k, node in enumerate(verdict.path):  # the path is the first child holding each draw
+            parent = parents[node]
+            siblings = [c for c in range(n) if parents[c] == parent and tokens[c] == verdict.tokens[k]]
+            assert node == siblings[0]
+        last = verdict.path[-1] if verdict.path else -1
+        assert verdict.tokens[-1] not in [tokens[c] for c in range(n) if parents[c] == last]
+
+
+class _RandomTreeDrafter:
+    """Random trees over the whole (tiny) vocabulary: right at times, wrong at others."""
+
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+
+    def start(self, prompt_ids):
+        return self
+
+    def propose(self):
+        n = int(self.rng.integers(0, 10))
+        parents = [int(self.rng.integers(-1, i)) if i else -1 for i in range(n)]
+        return PyDraftTree(self.rng.integers(0, V, size=n), parents)
+
+    def accept(self, tokens):
+        pass
+
+    def finish(self):
+        pass
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, None, None), (0.7, 4, 0.9)])
+def test_same_seed_same_samples_whatever_the_drafter(peaky_llama, temperature, top_k, top_p):
+    tables = _exact_tables(peaky_llama, SamplingParams(temperature, top_k, top_p))
+    accepted = 0
+    for seed in range(12):
+        plain = generate(peaky_llama, PROMPT, None, 20, temperature, top_k, top_p, seed=seed).tokens
+        for drafter in (_RandomTreeDrafter(seed), _TableDrafter(tables, seed)):
+            res = generate(peaky_llama, PROMPT, drafter, 20, temperature, top_k, top_p, seed=seed)
+            assert res.tokens == plain, (seed, type(drafter).__name__)
+            accepted += sum(res.accepted_per_step)
+    assert accepted > 50  # the trees were really walked
 
 
 def test_seed_reproducibility(peaky_llama):

@@ -2,14 +2,16 @@
 
 Each step asks the drafter for a draft tree, runs the target model once over [the committed tokens
 not yet in the KV cache + every tree node] with a tree attention mask, accepts the longest path the
-target agrees with plus one token of the target's own (greedy: argmax; sampling: recursive
-rejection), prunes the KV cache to that path and tells the drafter what was accepted. The first
-step's forward is the prefill (the whole prompt, plus a first draft tree built from the prompt).
+target agrees with plus one token of the target's own (greedy: its argmax; sampling: its draw at
+the position's uniform number, which the walk follows down the tree), prunes the KV cache to that
+path and tells the drafter what was accepted. The first step's forward is the prefill (the whole
+prompt, plus a first draft tree built from the prompt).
 
 `drafter=None` runs the same loop with empty trees: plain autoregressive decoding, one token per
 forward, the honest baseline. Output is token-identical to `model.generate(do_sample=False)` for
-greedy decoding and identically distributed to `model.generate(do_sample=True, ...)` for sampling;
-it stops exactly like `model.generate`: after the first EOS token (included) or at
+greedy decoding and identically distributed to `model.generate(do_sample=True, ...)` for sampling
+(with a seed, the sampled tokens equal plain decoding's with that seed, whatever the drafter); it
+stops exactly like `model.generate`: after the first EOS token (included) or at
 `max_new_tokens`.
 """
 
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from .cpu_matmul import kernel_threads
+from .draws import PositionDraws
 from .drafting import DrafterLike, ancestor_matrix, keep_nodes, validate_tree
 from .kv_cache import TreeKVCache
 from .sampling import SamplingParams, verify_greedy, verify_sampling
@@ -34,20 +37,6 @@ from .tree_probe import check_tree_attention
 __all__ = ["GenerationResult", "SpeculativeDecoder", "generate", "iter_generate"]
 
 StreamCallback = Callable[[list[int]], Any]
-
-# A seed drives two generators: one for the sampled tokens and one for the acceptance tests'
-# uniform draws. The second seed is derived from the first so that the two streams differ: an
-# odd multiplier near 2^32 / golden ratio (Knuth's multiplicative hash) sends neighbouring seeds
-# far apart, the offset keeps seed 0 off 0, and the modulus keeps the result a valid torch seed.
-UNIFORM_SEED_MULTIPLIER = 2654435761
-UNIFORM_SEED_OFFSET = 97
-TORCH_SEED_MODULUS = 2**63
-
-
-def uniform_seed(seed: int) -> int:
-    """The seed of the acceptance tests' generator for the user's ``seed``."""
-    return (int(seed) * UNIFORM_SEED_MULTIPLIER + UNIFORM_SEED_OFFSET) % TORCH_SEED_MODULUS
-
 
 @dataclass
 class GenerationResult:
@@ -199,11 +188,8 @@ class SpeculativeDecoder:
         if vocab is not None and max(self.prompt) >= vocab:
             raise ValueError(f"prompt token {max(self.prompt)} is outside the vocabulary (size {vocab})")
         self.cache = TreeKVCache(self.layout)
-        self.generator: torch.Generator | None = None
-        self.uniform_generator: torch.Generator | None = None
-        if seed is not None:
-            self.generator = torch.Generator(device=self.layout.device).manual_seed(int(seed))
-            self.uniform_generator = torch.Generator().manual_seed(uniform_seed(seed))
+        # sampling's uniform number per output position (greedy decoding draws none)
+        self.draws = None if self.params.greedy else PositionDraws.from_seed(seed)
         self.tokens: list[int] = []
         self.accepted_per_step: list[int] = []
         self.draft_times: list[float] = []
@@ -275,7 +261,7 @@ class SpeculativeDecoder:
         if self.params.greedy:
             verdict = verify_greedy(logits, tokens, parents, depths, anc)
         else:
-            verdict = verify_sampling(logits, tokens, parents, self.params, self.generator, self.uniform_generator)
+            verdict = verify_sampling(logits, tokens, parents, self.params, self.draws, len(self.tokens))
         return verdict.tokens, verdict.path
 
     def result(self) -> GenerationResult:
@@ -343,7 +329,8 @@ def generate(
         `model.generate(do_sample=True, temperature=..., top_k=..., top_p=...)` (None = off; note
         that model.generate defaults to top_k=50 when it is not given).
     eos_token_id: int or list of ints; defaults to `model.generation_config.eos_token_id`.
-    seed: seeds the sampling generators (None: torch's global RNG).
+    seed: keys the sampling draws: with the same seed, every drafter (None included) samples the
+        same tokens (None: a key drawn from torch's global RNG).
     stream: called with the list of tokens accepted at each step.
     """
     decoder = SpeculativeDecoder(

@@ -5,14 +5,20 @@
   order and the arithmetic of `model.generate(do_sample=True)`).
 - `verify_greedy`: follow the target's argmax from the root; accept the deepest path of nodes that
   all match it, plus the target's own next token (the bonus token).
-- `verify_sampling`: SpecInfer-style recursive rejection over each node's children. At a node with
-  target distribution p the children are tried in order: child x is accepted with probability
-  p(x) / (1 - mass of the children rejected so far), i.e. p renormalised after zeroing the
-  rejected ones; if every child is rejected, the bonus token is drawn from p with all of them
-  zeroed. The output distribution is exactly that of sampling without drafts.
+- `verify_sampling`: the target's own sample, position by position, followed down the tree. The
+  token at output position t is the draw of the target distribution p_t at a uniform number u_t
+  that depends only on the seed and t (`hierdraft.draws`). The walk draws the root's token, moves
+  to the child holding it (the first in node order) and draws there, until a drawn token has no
+  child: that one is the bonus token. So every emitted token is the token plain sampling with the
+  same seed emits after the same prefix: with a seed, the output *equals* plain decoding's (the
+  rows' logits being equal bit for bit), and without one each token is a fresh draw from p_t.
+  Drafts here are tokens without a draft distribution, and for such drafts the chance of going
+  down to some child is the sum of their p, the same as with SpecInfer's recursive rejection
+  (child x accepted with probability p(x) renormalised over the children not yet rejected).
 
-`logits` is a `TreeLogits` (rows computed on demand). Row 0 is the root (the last chain token); row 1 + i is node i. Greedy verification
-moves one small host array per step off the device; sampling one per node the walk reaches.
+`logits` is a `TreeLogits` (rows computed on demand). Row 0 is the root (the last chain token);
+row 1 + i is node i. Greedy verification moves one small host array per step off the device;
+sampling one number per node the walk reaches.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .draws import PositionDraws
 from .tree_forward import TreeLogits
 
 __all__ = ["SamplingParams", "Verdict", "verify_greedy", "verify_sampling"]
@@ -77,13 +84,12 @@ class Verdict:
     tokens: list[int]  # tokens of the accepted nodes, then the bonus token
 
 
-def _draw(weights: torch.Tensor, generator: torch.Generator | None) -> int:
-    """One index drawn with probability proportional to the non-negative `weights` (1-D): the
-    inverse of their float64 cumulative sum at a uniform draw. It is the draw of
-    `torch.multinomial(weights, 1)`, whose CPU path over a large vocabulary costs a sizeable
-    share of a sampled decoding step (the README gives the figures)."""
+def _draw(weights: torch.Tensor, u: float) -> int:
+    """The index drawn with probability proportional to the non-negative `weights` (1-D) at the
+    uniform number `u` in [0, 1): where `u` times the total falls in their float64 cumulative
+    sum. A pure function of the weights and `u`, so equal rows and equal numbers draw equal
+    tokens (it is also much cheaper than `torch.multinomial` over a large vocabulary)."""
     cumulative = torch.cumsum(weights, dim=0, dtype=torch.float64)
-    u = torch.rand((), generator=generator, dtype=torch.float64, device=weights.device)
     index = int(torch.searchsorted(cumulative, u * cumulative[-1], right=True))
     if index >= len(weights) or not weights[index] > 0:
         # u * total rounded up to the total: the last index with any weight
@@ -149,50 +155,23 @@ def verify_sampling(
     tokens: np.ndarray,
     parents: np.ndarray,
     params: SamplingParams,
-    generator: torch.Generator | None,
-    uniform_generator: torch.Generator | None,
+    draws: PositionDraws,
+    position: int,
 ) -> Verdict:
-    """Recursive rejection sampling over the tree.
+    """Follow the target's samples down the tree; `position` is the output position of the
+    root's token (the number of tokens emitted before this step).
 
     Rows are processed (warpers + softmax) lazily, only for the nodes the walk reaches: with a
     large vocabulary and top-p that is a sort per emitted token, as in model.generate, not one
-    per tree node. Each reached row costs one small device-to-host copy.
+    per tree node.
     """
-    n = len(tokens)
     children = _children_order(parents)
-    u = torch.rand(n, generator=uniform_generator, dtype=torch.float64).numpy()
-    device = logits.device
     path: list[int] = []
     node = -1
-    draws = 0
     while True:
         probs = params.probabilities(logits.rows([node + 1]))[0]
-        kids = children.get(node)
-        accepted = None
-        rejected: list[int] = []
-        rejected_mass = 0.0
-        if kids:
-            kid_tokens = tokens[kids]
-            kid_p = probs[torch.from_numpy(kid_tokens.astype(np.int64)).to(device)].double().cpu().numpy()
-            for child, tok, p in zip(kids, kid_tokens.tolist(), kid_p.tolist()):
-                if tok in rejected:  # already zeroed: p'(tok) = 0
-                    continue
-                left = 1.0 - rejected_mass
-                ratio = p / left if left > 0.0 else 0.0
-                draw = u[draws]
-                draws += 1
-                if draw < ratio:
-                    accepted = child
-                    break
-                rejected_mass += p
-                rejected.append(tok)
-        if accepted is not None:
-            path.append(accepted)
-            node = accepted
-            continue
-        residual = probs
-        if rejected and rejected_mass < 1.0 - 1e-6:  # (else: float round-off, nothing left to zero)
-            residual = probs.clone()
-            residual[torch.tensor(rejected, device=device)] = 0.0
-        bonus = _draw(residual, generator)
-        return Verdict(path, [int(tokens[i]) for i in path] + [bonus])
+        token = _draw(probs, draws.uniform(position + len(path)))
+        node = next((child for child in children.get(node, ()) if tokens[child] == token), None)
+        if node is None:
+            return Verdict(path, [int(tokens[i]) for i in path] + [token])
+        path.append(node)

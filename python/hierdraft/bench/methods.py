@@ -146,6 +146,9 @@ def _input_tensor(prompt_ids: Sequence[int], model: torch.nn.Module) -> torch.Te
 class _Base:
     name = "?"
     peer = False
+    # whether a sampled output is a pure function of the seed and the logits, as in hierdraft's
+    # loop (`hierdraft.draws`): such methods are held to ar's samples as well as its greedy output
+    keyed_draws = False
 
     def __init__(self, model: Any, settings: DecodeSettings, counter: ForwardCounter):
         self.model = model
@@ -160,6 +163,8 @@ class _Base:
 
 class HierdraftMethod(_Base):
     """hierdraft's loop, with a drafter (a level, the hierarchy) or none (``ar``)."""
+
+    keyed_draws = True
 
     def __init__(
         self,

@@ -253,13 +253,20 @@ def _category_table(
     return lines
 
 
-def _exactness(summary: dict[str, Any], prompts: int) -> list[str]:
+def _exactness(summary: dict[str, Any], prompts: int, temperature: float) -> list[str]:
     if not summary["outputs_compared"]:
-        return ["Outputs not compared (sampling: temperature > 0)."]
+        return ["Outputs not compared."]
     judged = [m for m in summary["methods"] if m not in summary.get("peers", [])]
+    if temperature > 0:
+        what = (f"Sampled outputs (temperature {temperature}) of every method of hierdraft's loop "
+                f"({', '.join(judged)})")
+        why = (" Each position's draw depends only on the prompt's seed and the position, so drafting "
+               "must reproduce `ar`'s samples token for token; transformers' samplers draw otherwise "
+               "and are reported with the peers.")
+    else:
+        what, why = f"Greedy outputs of every hierdraft and transformers method ({', '.join(judged)})", ""
     if not summary["mismatches"]:
-        return [f"Greedy outputs of every hierdraft and transformers method ({', '.join(judged)}) "
-                f"identical to `ar` on all {prompts} prompts."]
+        return [f"{what} identical to `ar` on all {prompts} prompts.{why}"]
     out = [f"**{len(summary['mismatches'])} mismatch(es) against `ar`:**", ""]
     return out + [f"- {m['description']}" for m in summary["mismatches"]]
 
@@ -354,7 +361,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         out += _category_table(summary, SPEEDUP_VS_PEER, ".2f", "x", baseline=PEER_REFERENCE)
     out += ["", "## Tokens per step per category", ""]
     out += _category_table(summary, "tokens_per_step", ".2f", "")
-    out += ["", "## Exactness", ""] + _exactness(summary, st["prompts"])
+    out += ["", "## Exactness", ""] + _exactness(summary, st["prompts"], float(st["temperature"]))
     out += _peers_section(summary, st.get("llama_cpp"))
     out += [
         "",

@@ -6,7 +6,9 @@ hit every method alike. Every method first runs once on a warm-up prompt that is
 the benchmark (lazy initialisation, allocator and thread-pool warm-up), untimed.
 
 Exactness: with greedy decoding every hierdraft and transformers method must produce exactly the
-tokens of ``ar``; each difference is recorded as a :class:`Mismatch` (the command then exits
+tokens of ``ar``, and with sampling every method of hierdraft's loop must too (each position's
+draw depends only on the prompt's seed and the position, ``method.keyed_draws``; transformers'
+samplers are then reported like peers); each difference is recorded as a :class:`Mismatch` (the command then exits
 non-zero). The peers (``method.peer``: llama.cpp, another engine with its own numerics) are not
 held to ``ar``: for each prompt the run records where each peer's output first differs from
 ``llama.cpp``'s plain output and from ``ar``'s (``peer_agreement``), for the report only.
@@ -133,13 +135,15 @@ def run_bench(
     *,
     warmup_ids: Sequence[int] | None = None,
     compare: bool = True,
+    sampled: bool = False,
     progress: bool = True,
     progress_method: str = "hd",
     stop_after_s: float | None = None,
 ) -> BenchRun:
     """Run all ``methods`` on all ``prompts`` and (if ``compare``) check them against ``ar``.
 
-    ``compare`` should be True exactly for greedy decoding. The progress bar shows prompts
+    ``sampled`` (temperature > 0): only the methods with ``keyed_draws`` are held to ``ar``; the
+    others are compared for the record, like peers. The progress bar shows prompts
     done and the running speedup of ``progress_method`` (``hd``) over ``ar``.
 
     Ctrl-C (or ``stop_after_s`` seconds, checked between prompts) ends the run early: the
@@ -149,7 +153,8 @@ def run_bench(
     if compare and REFERENCE not in methods:
         raise ValueError(f"comparing outputs needs the reference method {REFERENCE!r}")
     run = BenchRun(prompts=list(prompts), methods=names, records={n: [] for n in names},
-                   peers=[n for n in names if getattr(methods[n], "peer", False)])
+                   peers=[n for n in names if getattr(methods[n], "peer", False)
+                          or (sampled and not getattr(methods[n], "keyed_draws", False))])
     run.compared = compare
 
     start = time.perf_counter()
