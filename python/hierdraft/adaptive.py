@@ -23,9 +23,9 @@ plain ones, which, once in 16 steps, is as much as drafting gains where few draf
 (sampling at temperature 1; the README gives the measurements).
 Pruning only removes nodes, so decoding stays lossless.
 
-Greedy output is unchanged. With sampling the output distribution is unchanged too, but the trees
-depend on measured timings, so a seed no longer fixes the sampled tokens; use the bare drafter
-when runs must repeat exactly.
+The output is unchanged, greedy or sampled: the trees depend on measured timings, but each sampled
+token is the target's draw at a uniform keyed by the seed and its position (`hierdraft.draws`),
+whatever tree was verified, so a seed still fixes the output.
 
 It wraps any drafter that follows the `hierdraft.drafting` protocol, for example
 `AdaptiveDrafter(default_drafter(tokenizer))`, and works in any loop that calls `propose` /
