@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from _generate_helpers import PROMPTS, OracleDrafter, RandomDrafter, greedy_reference
-from hierdraft.adaptive import AcceptanceStats, AdaptiveDrafter, StepCost, choose_prefix
+from hierdraft.adaptive import DEFAULT_EXPLORE_EVERY, AcceptanceStats, AdaptiveDrafter, StepCost, choose_prefix
 from hierdraft.decoding import generate
 from hierdraft.drafting import PyDraftTree, keep_nodes
 
@@ -133,6 +133,26 @@ def test_exploration_steps_verify_a_few_nodes_more():
     assert sizes[-2] == 0  # not an exploration step: nothing is worth verifying
     with pytest.raises(ValueError):
         AdaptiveDrafter(_FixedTrees(tree), explore_nodes=-1)
+
+
+def _cut_then_good(explore_every: int) -> list[int]:
+    """Chain 1-2-3 whose second token is rejected for the first 6 steps and accepted after:
+    the tokens the session proposes at the end."""
+    tree = PyDraftTree.from_chains([[1, 2, 3]])
+    drafter = AdaptiveDrafter(_FixedTrees(tree), explore_every=explore_every)
+    session = drafter.start([0])
+    for step in range(80):
+        proposed = session.propose()
+        session.accept([1, 9] if step < 6 else [1, 2, 3, 4])
+        drafter.cost.observe(len(proposed), 0.1 + 0.02 * len(proposed))
+    return session.propose().tokens.tolist()
+
+
+def test_a_bucket_cut_after_unlucky_rejections_comes_back():
+    # once cut, the second token is only measured again by exploring steps: with the default
+    # exploration it is verified, found accepted and kept; without exploration it stays cut
+    assert _cut_then_good(explore_every=1000) == [1]
+    assert _cut_then_good(explore_every=DEFAULT_EXPLORE_EVERY) == [1, 2, 3]
 
 
 @pytest.mark.parametrize("prompt", [PROMPTS[0], PROMPTS[6], PROMPTS[9]])
