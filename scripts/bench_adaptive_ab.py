@@ -51,14 +51,12 @@ def main() -> None:
         for arm, (every, nodes) in settings.items()
     }
 
-    def run(ids: torch.Tensor, arm: str, seed: int) -> tuple[float, float, list[int], float]:
+    def run(ids: torch.Tensor, arm: str, seed: int) -> hierdraft.GenerationResult:
         with torch.inference_mode():
-            r = hierdraft.generate(
+            return hierdraft.generate(
                 model, ids, drafter=drafters[arm], max_new_tokens=args.max_new_tokens,
                 temperature=args.temperature, seed=seed,
             )
-        decode = sum(r.verify_times[1:]) + sum(r.draft_times[1:])
-        return r.elapsed, decode, r.tokens, len(r.tokens) / max(r.steps, 1)
 
     warm = torch.tensor([encode_prompt(tokenizer, format_prompt("Warm up the kernels, please."))])
     for arm in settings:
@@ -72,16 +70,19 @@ def main() -> None:
         ids = torch.tensor([encode_prompt(tokenizer, format_prompt(question))])
         order = ("A", "B") if i % 2 == 0 else ("B", "A")
         res = {arm: run(ids, arm, 100 + i) for arm in order}
-        if res["A"][2] != res["B"][2]:
+        a, b = res["A"], res["B"]
+        if a.tokens != b.tokens:
             raise SystemExit(f"outputs differ between the arms on {question.question_id}")
-        ratios.append(res["B"][0] / res["A"][0])
-        decode_ratios.append(res["B"][1] / max(res["A"][1], 1e-9))
+        ratios.append(b.elapsed / a.elapsed)
+        if a.decode_tokens_per_second > 0 and b.decode_tokens_per_second > 0:
+            # same tokens in both arms: the ratio of decoding times is the inverse of the rates'
+            decode_ratios.append(a.decode_tokens_per_second / b.decode_tokens_per_second)
         for arm in settings:
-            per_step[arm].append(res[arm][3])
-        print(f"{question.category:15s} A {res['A'][0]:6.2f} s {res['A'][3]:4.2f} tokens/step   "
-              f"B {res['B'][0]:6.2f} s {res['B'][3]:4.2f}   B/A {ratios[-1]:.3f}", flush=True)
+            per_step[arm].append(res[arm].mean_accepted_tokens)
+        print(f"{question.category:15s} A {a.elapsed:6.2f} s {a.mean_accepted_tokens:4.2f} tokens/step   "
+              f"B {b.elapsed:6.2f} s {b.mean_accepted_tokens:4.2f}   B/A {ratios[-1]:.3f}", flush=True)
     print(f"median paired time ratio B/A: {statistics.median(ratios):.3f} "
-          f"(decoding only {statistics.median(decode_ratios):.3f}); tokens per step "
+          f"(decoding only {statistics.median(decode_ratios) if decode_ratios else float('nan'):.3f}); tokens per step "
           f"B {statistics.mean(per_step['B']):.2f} against A {statistics.mean(per_step['A']):.2f}")
 
 

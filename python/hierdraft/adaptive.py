@@ -19,8 +19,8 @@ prefix of that ranking that maximises the expected tokens per second, `(1 + sum 
 cost(nodes)`. Every `explore_every`-th step also verifies the next `explore_nodes` nodes of the
 ranking, so the buckets just below the cut keep being measured (and the node counts vary enough
 to fit the cost's slope). The whole tree is not verified then: on CPU such a step costs several
-plain ones, which, once in 8 or 16 steps, is as much as drafting gains where few drafts are
-accepted (sampling at temperature 1; the README gives the measurements).
+plain ones, which, once every `explore_every` steps, is as much as drafting gains where few
+drafts are accepted (sampling at temperature 1; the README gives the measurements).
 Pruning only removes nodes, so decoding stays lossless.
 
 The output is unchanged, greedy or sampled: the trees depend on measured timings, but each sampled
@@ -62,9 +62,8 @@ MIN_STEPS_FOR_SLOPE = 8
 # One step in this many verifies `DEFAULT_EXPLORE_NODES` more nodes than the choice: often
 # enough that buckets that were cut are measured again within a request, seldom enough that the
 # larger trees cost little. A bucket is only measured while it is verified, so one whose first
-# few nodes were unluckily rejected stays below the cut until an exploring step reaches it; at
-# one step in 16 such a bucket (the context level's second tokens, accepted about 0.3 of the
-# time) stayed cut for whole runs, which one step in 8 avoids (the README gives the runs).
+# few nodes were rejected by chance stays below the cut until an exploring step reaches it; at
+# one step in 16 a bucket that pays stayed cut for whole runs (the README gives the runs).
 DEFAULT_EXPLORE_EVERY = 8
 DEFAULT_EXPLORE_NODES = 4
 

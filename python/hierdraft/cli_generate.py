@@ -2,7 +2,8 @@
 
 The text is printed as it is accepted. Afterwards the same prompt is decoded once more without
 drafts (plain autoregressive decoding through the same loop, with the same --seed when sampling),
-the two outputs are checked to be identical (exit status 2 if not), and tokens/s, mean accepted tokens per step and the speedup are printed.
+the two outputs are checked to be identical (exit status 2 if not), and tokens/s, mean accepted
+tokens per step and the speedup are printed.
 """
 
 from __future__ import annotations
