@@ -1,8 +1,8 @@
 //! The int8 mode's paths: the default (AVX2 where available) path equals the portable one bit
 //! for bit for every integer format, any number of input rows (decoding and prefill sizes,
-//! several input tiles and parallel chunks) and weight-row counts that leave partial panels; a
-//! row's result does not depend on its batch; float weights fall back to `qlinear`; bad shapes
-//! are errors.
+//! several input tiles and parallel chunks; one to four rows through the direct kernel) and
+//! weight-row counts that leave partial panels; a row's result does not depend on its batch;
+//! float weights fall back to `qlinear`; bad shapes are errors.
 
 mod quant_blocks;
 
@@ -102,6 +102,44 @@ fn prefill_sized_inputs_several_tiles_and_many_chunks() {
         let last = rows - 1;
         let alone = run(&x[last * k..], &m, false);
         assert_eq!(bits(&fast[last * n..]), bits(&alone), "{}", ty.name());
+    }
+}
+
+/// One to four input rows take the AVX2 direct kernel (no panels), five and more the panels:
+/// both must give the portable path's bits, so a row computed alone equals the same row in a
+/// larger batch. Weight-row counts cover partial groups of 8 and many parallel chunks.
+#[test]
+fn the_direct_kernel_for_one_to_four_rows_matches_the_panels_and_the_portable_path() {
+    let mut rng = Rng::new(23);
+    for ty in INT_TYPES {
+        for (n, units) in [(1, 1), (7, 3), (8, 2), (13, 9), (200, 4), (1030, 2)] {
+            let k = cols(ty, units);
+            let m = random_matrix(ty, n, k, &mut rng);
+            let x = varied_inputs(5 * k, &mut rng);
+            let batch = run(&x, &m, false);
+            assert_eq!(
+                bits(&batch),
+                bits(&run(&x, &m, true)),
+                "{} {n}x{k}",
+                ty.name()
+            );
+            for rows in 1..=4 {
+                let few = &x[..rows * k];
+                let fast = run(few, &m, false);
+                assert_eq!(
+                    bits(&fast),
+                    bits(&run(few, &m, true)),
+                    "{} {n}x{k} {rows}",
+                    ty.name()
+                );
+                assert_eq!(
+                    bits(&fast),
+                    bits(&batch[..rows * n]),
+                    "{} {n}x{k} {rows}",
+                    ty.name()
+                );
+            }
+        }
     }
 }
 

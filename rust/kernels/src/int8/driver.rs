@@ -1,14 +1,15 @@
-//! The parallel driver of the int8 mode: the weight rows are split into chunks (rayon tasks);
+//! The parallel driver of the int8 mode: the weight rows are split into chunks (tasks of the
+//! kernels' pool);
 //! each chunk is read from the GGUF blocks once per call, into the form its path computes with
 //! (8-row panels for AVX2, [`IntBlock`]s for the portable path), and multiplied with every input
-//! row, input tile by input tile. An output element is always computed whole, in one kernel
+//! row, input tile by input tile. On AVX2, up to four input rows skip the panels: the direct
+//! kernel computes on the GGUF blocks as they are. An output element is always computed whole, in one kernel
 //! call over all of its blocks, so nothing about the split changes its bits.
 
 use std::cell::RefCell;
 
-use rayon::prelude::*;
-
 use crate::ggml_type::GgmlType;
+use crate::pool;
 use crate::quant_matrix::QuantMatrix;
 
 use super::activations::QuantizedRows;
@@ -17,10 +18,15 @@ use super::weights::{has_min_term, int_block, IntBlock};
 
 /// Weight rows per panel of the AVX2 kernel (one per lane of its accumulators).
 pub(crate) const PANEL_ROWS: usize = 8;
-/// Rayon tasks per thread: enough to keep the threads balanced.
+/// Tasks per thread for the panels: enough to keep the threads balanced.
 const TASKS_PER_THREAD: usize = 16;
-/// Weight rows per task at most: the task's panels stay in L2 while every input tile passes.
+/// Weight rows per task at most for the panels: the task's panels stay in L2 while every input
+/// tile passes.
 const MAX_CHUNK_ROWS: usize = 64;
+/// Tasks per thread for the direct kernel: fewer and longer, since each task starts a stream of
+/// weight rows whose first reads its prefetches do not cover (as for the float32 few-row
+/// products).
+const DIRECT_TASKS_PER_THREAD: usize = 4;
 /// Bytes of quantized input rows per input tile: a tile stays in L2 while it meets every panel
 /// of the chunk.
 const INPUT_TILE_BYTES: usize = 128 << 10;
@@ -46,14 +52,14 @@ unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
 /// Writes `x · Wᵀ` into `out` (`x.rows() * w.rows()` values; `x.k() == w.cols()`; `w` of an
-/// integer type). Runs on rayon's pool.
+/// integer type). Runs on the kernels' pool ([`crate::pool`]).
 pub(crate) fn multiply(x: &QuantizedRows, w: &QuantMatrix, out: &mut [f32], simd: bool) {
     let n = w.rows();
     assert_eq!(out.len(), x.rows() * n, "checked by the caller");
     assert_eq!(x.k(), w.cols(), "checked by the caller");
-    let chunk = chunk_rows(n);
+    let chunk = chunk_rows(n, direct(x, simd));
     let shared = SharedOut(out.as_mut_ptr());
-    (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
+    pool::for_each(n.div_ceil(chunk), &|c| {
         let rows = c * chunk..((c + 1) * chunk).min(n);
         SCRATCH.with_borrow_mut(|scratch| {
             // SAFETY: the chunks partition 0..n, so each task writes only the columns `rows` of
@@ -75,6 +81,12 @@ unsafe fn chunk_product(
     scratch: &mut Scratch,
     simd: bool,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if direct(x, simd) {
+        // SAFETY: forwarded from the caller; `simd` is only true on AVX2 + FMA + F16C CPUs.
+        unsafe { super::direct_avx2::chunk_product(x, w, rows, out) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if simd {
         let tile = (INPUT_TILE_BYTES / x.k()).max(1);
@@ -101,10 +113,26 @@ fn decode_row(ty: GgmlType, row: &[u8], blocks: usize, out: &mut Vec<IntBlock>) 
     out.extend((0..blocks).map(|t| int_block(ty, row, t)));
 }
 
-/// Weight rows per rayon task: whole panels.
-fn chunk_rows(n: usize) -> usize {
-    let tasks = rayon::current_num_threads().max(1) * TASKS_PER_THREAD;
-    n.div_ceil(tasks)
+/// Whether the product runs the AVX2 direct kernel (up to four input rows) instead of panels.
+fn direct(x: &QuantizedRows, simd: bool) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return simd && x.rows() <= super::direct_avx2::MAX_DIRECT_INPUTS;
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, simd);
+        false
+    }
+}
+
+/// Weight rows per task: whole groups of 8 rows.
+fn chunk_rows(n: usize, direct: bool) -> usize {
+    let threads = pool::threads().max(1);
+    if direct {
+        return n
+            .div_ceil(threads * DIRECT_TASKS_PER_THREAD)
+            .next_multiple_of(PANEL_ROWS);
+    }
+    n.div_ceil(threads * TASKS_PER_THREAD)
         .next_multiple_of(PANEL_ROWS)
         .min(MAX_CHUNK_ROWS)
 }

@@ -20,14 +20,7 @@ use crate::quant_matrix::QuantMatrix;
 use super::activations::{ActivationBlock, QuantizedRows};
 use super::driver::{SharedOut, PANEL_ROWS};
 use super::panel_avx2::{Panels, GROUPS};
-
-/// The kernel's formats (const parameters of the kernel).
-const Q8_0: u8 = 0;
-const Q4_0: u8 = 1;
-const Q5_0: u8 = 2;
-const Q4K: u8 = 3;
-const Q5K: u8 = 4;
-const Q6K: u8 = 5;
+use super::simd_avx2::{store_lanes, Q4K, Q4_0, Q5K, Q5_0, Q6K, Q8_0};
 
 /// How many 4-value groups of format `f` may be summed in 16-bit lanes: a `maddubs` lane holds
 /// two products of a value (< 2^bits) and an activation (|q| <= 127), and the sum of `run` such
@@ -184,15 +177,7 @@ unsafe fn input_group<const F: u8, const NX: usize>(
             .0
             .wrapping_add((first + b) * target.n + target.first);
         // SAFETY: output row first + b, columns first .. first + valid: ours (caller's contract).
-        unsafe {
-            if target.valid == PANEL_ROWS {
-                _mm256_storeu_ps(dst, acc);
-            } else {
-                let mut lanes = [0f32; PANEL_ROWS];
-                _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-                std::ptr::copy_nonoverlapping(lanes.as_ptr(), dst, target.valid);
-            }
-        }
+        unsafe { store_lanes(dst, target.valid, acc) };
     }
 }
 

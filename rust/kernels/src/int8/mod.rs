@@ -60,9 +60,13 @@ mod weights;
 #[cfg(target_arch = "x86_64")]
 mod activations_avx2;
 #[cfg(target_arch = "x86_64")]
+mod direct_avx2;
+#[cfg(target_arch = "x86_64")]
 mod kernel_avx2;
 #[cfg(target_arch = "x86_64")]
 mod panel_avx2;
+#[cfg(target_arch = "x86_64")]
+mod simd_avx2;
 
 use crate::cpu::simd_available;
 use crate::error::KernelError;
@@ -78,7 +82,8 @@ pub use activations::{
 
 /// Writes `x · Wᵀ` into `out` in the int8 numeric mode (see the module docs): `x` holds `r` rows
 /// of `w.cols()` values, `out` receives `r` rows of `w.rows()` values (row-major). F32, F16 and
-/// BF16 weights go through [`crate::qlinear`]. Runs on rayon's pool.
+/// BF16 weights go through [`crate::qlinear`]. Runs on the kernels' pool ([`crate::pool`]; a
+/// prompt's rows are quantized on rayon's).
 pub fn qlinear_int8(x: &[f32], w: &QuantMatrix, out: &mut [f32]) -> Result<(), KernelError> {
     run(x, w, out, simd_available())
 }

@@ -18,6 +18,7 @@ use crate::ggml_type::GgmlType;
 use crate::quant_matrix::QuantMatrix;
 
 use super::driver::PANEL_ROWS;
+use super::simd_avx2::{f16_lanes, high4, low4, move_bits, zero_vector, Ahead, Rows};
 use super::weights::{k_scale_min, SUB_BLOCKS};
 
 /// Value vectors per activation block.
@@ -121,43 +122,6 @@ impl Panels {
     }
 }
 
-/// Prefetches a byte range a slice at a time: one call of [`Ahead::step`] per unit of work
-/// (a block or a super-block of the panel being built) covers the range over `units` calls.
-struct Ahead {
-    next: *const u8,
-    end: *const u8,
-    per_step: usize,
-}
-
-impl Ahead {
-    const LINE: usize = 64;
-
-    fn new(bytes: &[u8], units: usize) -> Self {
-        let lines = bytes.len().div_ceil(Self::LINE);
-        Ahead {
-            next: bytes.as_ptr(),
-            end: bytes.as_ptr_range().end,
-            per_step: lines.div_ceil(units.max(1)) * Self::LINE,
-        }
-    }
-
-    #[inline(always)]
-    fn step(&mut self) {
-        let stop = self.next.wrapping_add(self.per_step).min(self.end);
-        while self.next < stop {
-            // SAFETY: a prefetch is a hint that never faults; the address is inside the range.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(self.next.cast()) };
-            self.next = self.next.wrapping_add(Self::LINE);
-        }
-    }
-}
-
-/// A zero vector outside any target-feature context (for `Vec::resize`).
-fn zero_vector() -> __m256i {
-    // SAFETY: __m256i is plain bits; all-zero bits are a valid value.
-    unsafe { std::mem::zeroed() }
-}
-
 /// Where one panel's vectors go.
 #[derive(Clone, Copy)]
 struct Out {
@@ -183,8 +147,6 @@ impl Out {
         unsafe { _mm256_storeu_si256(self.factors.add(t * self.factors_per_block + f), v) }
     }
 }
-
-type Rows = [*const u8; PANEL_ROWS];
 
 /// The 32 bytes at `at` of every row.
 ///
@@ -260,47 +222,6 @@ fn transpose8x4(r: [__m256i; 4]) -> [__m256i; 4] {
         _mm256_unpacklo_epi64(t1, t3),
         _mm256_unpackhi_epi64(t1, t3),
     ]
-}
-
-/// The f16 at byte `at` of every row, as 8 f32 lanes (exact conversions).
-///
-/// # Safety
-/// Each row must have 2 readable bytes at `at`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_lanes(rows: &Rows, at: usize) -> __m256i {
-    let mut bits = [0u16; 8];
-    for (b, row) in bits.iter_mut().zip(rows) {
-        // SAFETY: the caller's contract.
-        *b = unsafe { row.add(at).cast::<u16>().read_unaligned() };
-    }
-    // SAFETY: 16 readable bytes.
-    let h = unsafe { _mm_loadu_si128(bits.as_ptr().cast()) };
-    _mm256_castps_si256(_mm256_cvtph_ps(h))
-}
-
-/// Low nibbles.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn low4(v: __m256i) -> __m256i {
-    _mm256_and_si256(v, _mm256_set1_epi8(0x0f))
-}
-
-/// High nibbles, moved down.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn high4(v: __m256i) -> __m256i {
-    _mm256_and_si256(_mm256_srli_epi16::<4>(v), _mm256_set1_epi8(0x0f))
-}
-
-/// Bit `from` of every byte of `v` moved to bit `to` (all other bits cleared); `from` and
-/// `to` in 0..8, `mask` the bits wanted at the destination. 16-bit shifts are enough: the bits
-/// kept never cross a byte.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn move_bits(v: __m256i, from: usize, to: usize, mask: i8) -> __m256i {
-    let moved = if from >= to {
-        _mm256_srl_epi16(v, _mm_cvtsi32_si128((from - to) as i32))
-    } else {
-        _mm256_sll_epi16(v, _mm_cvtsi32_si128((to - from) as i32))
-    };
-    _mm256_and_si256(moved, _mm256_set1_epi8(mask))
 }
 
 /// i16 pairs `(lo[a], hi[a])` in lane `a`.
