@@ -12,9 +12,11 @@ loop runs them (PyTorch on one thread, hierdraft's kernels on their own pool):
 - `head all`: the LM head over every row at once;
 - `step`: body + one head row per accepted level for `--accepted` levels (the walk's cost).
 Medians in ms over `--repeats` runs; compare ratios within one run (the machine may be shared).
-`--float` measures the float32 model transformers dequantizes from the GGUF instead.
+`--float` measures the float32 model transformers dequantizes from the GGUF instead; `--numerics
+int8` the quantized model in the int8 numeric mode.
 
 Run: .venv/bin/python scripts/bench_verify_curve.py [--contexts 200 1000] [--rows 1 2 4 8 16 32]
+     [--numerics fp32|int8]
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from hierdraft.cpu_matmul import kernel_linears, kernel_threads
 from hierdraft.direct_layers import direct_layers
 from hierdraft.kv_cache import TreeKVCache
 from hierdraft.models import load_model
+from hierdraft.numerics import NUMERICS
 from hierdraft.tree_forward import apply_head
 from hierdraft.tree_mask import build_tree_inputs
 from hierdraft.tree_probe import check_tree_attention
@@ -39,6 +42,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model path or name (default: the embedded Gemma 3 270M)")
     parser.add_argument("--float", action="store_true", help="the dequantized float32 model")
+    parser.add_argument("--numerics", choices=NUMERICS, default=None,
+                        help="numeric mode of the quantized model (default: fp32)")
     parser.add_argument("--contexts", type=int, nargs="+", default=[200, 1000])
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     parser.add_argument("--accepted", type=float, default=3.0, help="accepted levels per step for `step`")
@@ -46,11 +51,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model, _ = load_model(args.model, quantized=False if args.float else None)
+    model, _ = load_model(args.model, quantized=False if args.float else None, numerics=args.numerics)
     layout = check_tree_attention(model)
     vocab = layout.vocab_size or 1000
     rng = np.random.default_rng(0)
-    print(f"model {type(model).__name__}, {'float32' if args.float else 'quantized'}, threads {args.threads}")
+    kind = "float32" if args.float else f"quantized, {args.numerics or 'fp32'} numerics"
+    print(f"model {type(model).__name__}, {kind}, threads {args.threads}")
     print(f"{'context':>7} {'rows':>4} | {'body':>7} {'modules':>7} {'head 1':>7} {'head all':>8} | {'step':>7}  (ms)")
     with torch.inference_mode(), kernel_threads(model), kernel_linears(model), kernel_attention(model):
         for context in args.contexts:

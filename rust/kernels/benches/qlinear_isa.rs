@@ -1,27 +1,32 @@
-//! What the AVX-512 path of `qlinear` brings over the AVX2 path on this CPU: the two are called
+//! What the AVX-512 path of `qlinear` (and of `qlinear_int8`, the int8 numeric mode) brings over
+//! the AVX2 path on this CPU: the two are called
 //! alternately on the same inputs (so both see the same state of a shared machine) and the
 //! median of the per-pair time ratios is printed, per matrix shape of the default model (Gemma 3
 //! 270M: the Q8_0 LM head and the body projections in their GGUF types, plus Q4_0 and Q5_K on
 //! the same shapes) and input-row count.
 //! Both paths give the same bits (the kernels' tests check it); only their speed differs.
 //!
-//! Run: `cargo bench -p hierdraft-kernels --bench qlinear_isa` (on a CPU without AVX-512F/VL
-//! both calls take the AVX2 path and the ratios are about 1).
+//! Run: `cargo bench -p hierdraft-kernels --bench qlinear_isa [-- fp32|int8]` (one mode, or both
+//! by default; on a CPU without AVX-512F/BW/VL both calls take the AVX2 path and the ratios are
+//! about 1).
 
 use std::hint::black_box;
 use std::time::Instant;
 
 mod support;
 
-use hierdraft_kernels::{qlinear_on, GgmlType, Isa, QuantMatrix};
+use hierdraft_kernels::{qlinear_int8_on, qlinear_on, GgmlType, Isa, KernelError, QuantMatrix};
 use support::{inputs, matrix, BODY, HEAD};
 
 /// Pairs timed per shape and row count (after one untimed pair).
 const PAIRS: usize = 41;
 
-fn seconds(isa: Isa, x: &[f32], w: &QuantMatrix, out: &mut [f32]) -> f64 {
+/// A product on a given path (`qlinear_on` or `qlinear_int8_on`).
+type Product = fn(Isa, &[f32], &QuantMatrix, &mut [f32]) -> Result<(), KernelError>;
+
+fn seconds(product: Product, isa: Isa, x: &[f32], w: &QuantMatrix, out: &mut [f32]) -> f64 {
     let start = Instant::now();
-    qlinear_on(isa, black_box(x), black_box(w), out).expect("shapes");
+    product(isa, black_box(x), black_box(w), out).expect("shapes");
     start.elapsed().as_secs_f64()
 }
 
@@ -30,7 +35,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn compare(ty: GgmlType, n: usize, k: usize, rows: &[usize]) {
+fn compare(product: Product, ty: GgmlType, n: usize, k: usize, rows: &[usize]) {
     let w = matrix(ty, n, k);
     for &r in rows {
         let x = inputs(r * k);
@@ -39,11 +44,11 @@ fn compare(ty: GgmlType, n: usize, k: usize, rows: &[usize]) {
         for pair in 0..=PAIRS {
             // Alternate which path goes first.
             let (a, b) = if pair % 2 == 0 {
-                let a = seconds(Isa::Avx2, &x, &w, &mut out);
-                (a, seconds(Isa::Avx512, &x, &w, &mut out))
+                let a = seconds(product, Isa::Avx2, &x, &w, &mut out);
+                (a, seconds(product, Isa::Avx512, &x, &w, &mut out))
             } else {
-                let b = seconds(Isa::Avx512, &x, &w, &mut out);
-                (seconds(Isa::Avx2, &x, &w, &mut out), b)
+                let b = seconds(product, Isa::Avx512, &x, &w, &mut out);
+                (seconds(product, Isa::Avx2, &x, &w, &mut out), b)
             };
             if pair > 0 {
                 narrow.push(a);
@@ -62,13 +67,30 @@ fn compare(ty: GgmlType, n: usize, k: usize, rows: &[usize]) {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let only = |mode: &str| args.iter().any(|a| a == mode);
+    let all = !only("fp32") && !only("int8");
     println!("path on this CPU: {:?}", Isa::detect());
-    println!("| matrix | rows | AVX2 p50 us | AVX-512 p50 us | paired ratio (AVX-512 / AVX2) |");
-    println!("|---|---:|---:|---:|---:|");
-    let rows = [1usize, 2, 3, 4, 5, 6, 8];
-    let (ty, n, k) = HEAD;
-    compare(ty, n, k, &rows);
-    for &(ty, n, k) in &BODY[..8] {
-        compare(ty, n, k, &rows);
+    for (mode, product, rows) in [
+        (
+            "fp32",
+            qlinear_on as Product,
+            &[1usize, 2, 3, 4, 5, 6, 8][..],
+        ),
+        ("int8", qlinear_int8_on as Product, &[1usize, 2, 3, 4][..]),
+    ] {
+        if !all && !only(mode) {
+            continue;
+        }
+        println!("\n{mode} numeric mode");
+        println!(
+            "| matrix | rows | AVX2 p50 us | AVX-512 p50 us | paired ratio (AVX-512 / AVX2) |"
+        );
+        println!("|---|---:|---:|---:|---:|");
+        let (ty, n, k) = HEAD;
+        compare(product, ty, n, k, rows);
+        for &(ty, n, k) in &BODY[..8] {
+            compare(product, ty, n, k, rows);
+        }
     }
 }

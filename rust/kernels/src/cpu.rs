@@ -16,12 +16,14 @@ pub fn simd_available() -> bool {
     }
 }
 
-/// True when this CPU also has AVX-512F and AVX-512VL: the 256-bit instructions of the AVX2 path
-/// can then address 32 vector registers instead of 16.
+/// True when this CPU also has AVX-512F, AVX-512BW and AVX-512VL: the 256-bit instructions of the
+/// AVX2 path can then address 32 vector registers instead of 16, and take byte masks (every CPU
+/// with VL has BW too).
 fn wide_registers_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vl")
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -32,14 +34,15 @@ fn wide_registers_available() -> bool {
 
 /// The code path of a product. All three give the same bits: the AVX-512 path runs the same
 /// 256-bit arithmetic as the AVX2 one, in the same order per output element, and only uses the
-/// extra registers to compute more output elements at once.
+/// extra registers to compute more output elements at once (and, in exact integer sums, byte
+/// masks in place of a few AVX2 instructions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
     /// Plain Rust loops, on any CPU.
     Portable,
     /// AVX2 + FMA + F16C, 16 vector registers.
     Avx2,
-    /// The AVX2 instructions with AVX-512VL's 32 vector registers.
+    /// The AVX2 instructions with AVX-512VL's 32 vector registers (and AVX-512BW's byte masks).
     Avx512,
 }
 

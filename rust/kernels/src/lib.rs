@@ -40,7 +40,7 @@ pub use gguf::{GgufError, GgufFile, MetaArray, MetaValue, TensorInfo};
 pub use greedy_head::{ArgmaxReport, GreedyHead, GreedyHeadError};
 pub use group::{qlinear_group, qlinear_group_on, qlinear_group_portable, GroupError};
 pub use int8::{
-    has_int8_form, qlinear_int8, qlinear_int8_portable, quantize_activations,
+    has_int8_form, qlinear_int8, qlinear_int8_on, qlinear_int8_portable, quantize_activations,
     quantize_activations_portable, ActivationBlock, QuantizedRows, ACTIVATION_BLOCK,
 };
 pub use linear_rows::{linear_rows, linear_rows_portable};

@@ -1,13 +1,14 @@
-//! The int8 mode's paths: the default (AVX2 where available) path equals the portable one bit
-//! for bit for every integer format, any number of input rows (decoding and prefill sizes,
-//! several input tiles and parallel chunks; one to four rows through the direct kernel) and
-//! weight-row counts that leave partial panels; a row's result does not depend on its batch;
-//! float weights fall back to `qlinear`; bad shapes are errors.
+//! The int8 mode's paths: the default (AVX-512 or AVX2 where available) path and the AVX2 one
+//! equal the portable one bit for bit for every integer format, any number of input rows
+//! (decoding and prefill sizes, several input tiles and parallel chunks; one to four rows through
+//! the direct kernel) and weight-row counts that leave partial panels; a row's result does not
+//! depend on its batch; float weights fall back to `qlinear`; bad shapes are errors.
 
 mod quant_blocks;
 
 use hierdraft_kernels::{
-    qlinear, qlinear_int8, qlinear_int8_portable, GgmlType, KernelError, QuantMatrix,
+    qlinear, qlinear_int8, qlinear_int8_on, qlinear_int8_portable, GgmlType, Isa, KernelError,
+    QuantMatrix,
 };
 use proptest::prelude::*;
 use quant_blocks::{bits, inputs, random_matrix, Rng};
@@ -20,6 +21,12 @@ const INT_TYPES: [GgmlType; 6] = [
     GgmlType::Q5K,
     GgmlType::Q6K,
 ];
+
+fn run_on(isa: Isa, x: &[f32], m: &QuantMatrix) -> Vec<f32> {
+    let mut out = vec![f32::NAN; x.len() / m.cols() * m.rows()];
+    qlinear_int8_on(isa, x, m, &mut out).unwrap();
+    out
+}
 
 fn run(x: &[f32], m: &QuantMatrix, portable: bool) -> Vec<f32> {
     let mut out = vec![f32::NAN; x.len() / m.cols() * m.rows()];
@@ -63,7 +70,9 @@ proptest! {
         let mut rng = Rng::new(seed);
         let m = random_matrix(ty, n, k, &mut rng);
         let x = varied_inputs(rows * k, &mut rng);
-        prop_assert_eq!(bits(&run(&x, &m, false)), bits(&run(&x, &m, true)), "{} {}x{}", ty.name(), n, k);
+        let portable = bits(&run(&x, &m, true));
+        prop_assert_eq!(&bits(&run(&x, &m, false)), &portable, "{} {}x{}", ty.name(), n, k);
+        prop_assert_eq!(&bits(&run_on(Isa::Avx2, &x, &m)), &portable, "{} {}x{} AVX2", ty.name(), n, k);
     }
 
     #[test]
@@ -105,9 +114,10 @@ fn prefill_sized_inputs_several_tiles_and_many_chunks() {
     }
 }
 
-/// One to four input rows take the AVX2 direct kernel (no panels), five and more the panels:
-/// both must give the portable path's bits, so a row computed alone equals the same row in a
-/// larger batch. Weight-row counts cover partial groups of 8 and many parallel chunks.
+/// One to four input rows take the direct kernel (no panels), five and more the panels. On every
+/// path (the AVX2 one and, where the CPU has it, the AVX-512 one) both must give the portable
+/// path's bits, so a row computed alone equals the same row in a larger batch. Weight-row counts
+/// cover partial groups of 8 and many parallel chunks.
 #[test]
 fn the_direct_kernel_for_one_to_four_rows_matches_the_panels_and_the_portable_path() {
     let mut rng = Rng::new(23);
@@ -116,28 +126,17 @@ fn the_direct_kernel_for_one_to_four_rows_matches_the_panels_and_the_portable_pa
             let k = cols(ty, units);
             let m = random_matrix(ty, n, k, &mut rng);
             let x = varied_inputs(5 * k, &mut rng);
-            let batch = run(&x, &m, false);
-            assert_eq!(
-                bits(&batch),
-                bits(&run(&x, &m, true)),
-                "{} {n}x{k}",
-                ty.name()
-            );
-            for rows in 1..=4 {
+            let batch = run_on(Isa::Portable, &x, &m);
+            for rows in 1..=5 {
                 let few = &x[..rows * k];
-                let fast = run(few, &m, false);
-                assert_eq!(
-                    bits(&fast),
-                    bits(&run(few, &m, true)),
-                    "{} {n}x{k} {rows}",
-                    ty.name()
-                );
-                assert_eq!(
-                    bits(&fast),
-                    bits(&batch[..rows * n]),
-                    "{} {n}x{k} {rows}",
-                    ty.name()
-                );
+                for isa in [Isa::Avx2, Isa::Avx512] {
+                    assert_eq!(
+                        bits(&run_on(isa, few, &m)),
+                        bits(&batch[..rows * n]),
+                        "{} {n}x{k} {rows} rows {isa:?}",
+                        ty.name()
+                    );
+                }
             }
         }
     }

@@ -2,12 +2,13 @@
 //! kernels' pool);
 //! each chunk is read from the GGUF blocks once per call, into the form its path computes with
 //! (8-row panels for AVX2, [`IntBlock`]s for the portable path), and multiplied with every input
-//! row, input tile by input tile. On AVX2, up to four input rows skip the panels: the direct
-//! kernel computes on the GGUF blocks as they are. An output element is always computed whole, in one kernel
+//! row, input tile by input tile. On AVX2 and AVX-512, up to four input rows skip the panels: the
+//! direct kernel computes on the GGUF blocks as they are. An output element is always computed whole, in one kernel
 //! call over all of its blocks, so nothing about the split changes its bits.
 
 use std::cell::RefCell;
 
+use crate::cpu::Isa;
 use crate::ggml_type::GgmlType;
 use crate::pool;
 use crate::quant_matrix::QuantMatrix;
@@ -53,11 +54,11 @@ unsafe impl Sync for SharedOut {}
 
 /// Writes `x · Wᵀ` into `out` (`x.rows() * w.rows()` values; `x.k() == w.cols()`; `w` of an
 /// integer type). Runs on the kernels' pool ([`crate::pool`]).
-pub(crate) fn multiply(x: &QuantizedRows, w: &QuantMatrix, out: &mut [f32], simd: bool) {
+pub(crate) fn multiply(x: &QuantizedRows, w: &QuantMatrix, out: &mut [f32], isa: Isa) {
     let n = w.rows();
     assert_eq!(out.len(), x.rows() * n, "checked by the caller");
     assert_eq!(x.k(), w.cols(), "checked by the caller");
-    let chunk = chunk_rows(n, direct(x, simd));
+    let chunk = chunk_rows(n, direct(x, isa));
     let shared = SharedOut(out.as_mut_ptr());
     pool::for_each(n.div_ceil(chunk), &|c| {
         let rows = c * chunk..((c + 1) * chunk).min(n);
@@ -65,36 +66,35 @@ pub(crate) fn multiply(x: &QuantizedRows, w: &QuantMatrix, out: &mut [f32], simd
             // SAFETY: the chunks partition 0..n, so each task writes only the columns `rows` of
             // every output row: no two tasks touch the same element, all inside `out`, which
             // outlives the loop.
-            unsafe { chunk_product(x, w, rows, shared, scratch, simd) }
+            unsafe { chunk_product(x, w, rows, shared, scratch, isa) }
         });
     });
 }
 
 /// # Safety
 /// `out` must point to `x.rows() * w.rows()` writable values; no other thread may write the
-/// columns `rows` meanwhile.
+/// columns `rows` meanwhile; this CPU supports `isa`.
 unsafe fn chunk_product(
     x: &QuantizedRows,
     w: &QuantMatrix,
     rows: std::ops::Range<usize>,
     out: SharedOut,
     scratch: &mut Scratch,
-    simd: bool,
+    isa: Isa,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if direct(x, simd) {
-        // SAFETY: forwarded from the caller; `simd` is only true on AVX2 + FMA + F16C CPUs.
-        unsafe { super::direct_avx2::chunk_product(x, w, rows, out) };
+    if direct(x, isa) {
+        // SAFETY: forwarded from the caller (the CPU supports `isa`, a SIMD path).
+        unsafe { super::direct_simd::chunk_product(x, w, rows, out, isa) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if simd {
+    if isa.simd() {
         let tile = (INPUT_TILE_BYTES / x.k()).max(1);
-        // SAFETY: forwarded from the caller; `simd` is only true on AVX2 + FMA + F16C CPUs.
+        // SAFETY: forwarded from the caller; every SIMD path has AVX2, FMA and F16C.
         unsafe { super::kernel_avx2::chunk_product(x, w, rows, tile, out, &mut scratch.panels) };
         return;
     }
-    let _ = simd;
     let n = w.rows();
     let min_term = has_min_term(w.ty());
     for row in rows {
@@ -113,13 +113,13 @@ fn decode_row(ty: GgmlType, row: &[u8], blocks: usize, out: &mut Vec<IntBlock>) 
     out.extend((0..blocks).map(|t| int_block(ty, row, t)));
 }
 
-/// Whether the product runs the AVX2 direct kernel (up to four input rows) instead of panels.
-fn direct(x: &QuantizedRows, simd: bool) -> bool {
+/// Whether the product runs the direct kernel (up to four input rows) instead of panels.
+fn direct(x: &QuantizedRows, isa: Isa) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return simd && x.rows() <= super::direct_avx2::MAX_DIRECT_INPUTS;
+    return isa.simd() && x.rows() <= super::direct_simd::MAX_DIRECT_INPUTS;
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (x, simd);
+        let _ = (x, isa);
         false
     }
 }

@@ -60,7 +60,7 @@ mod weights;
 #[cfg(target_arch = "x86_64")]
 mod activations_avx2;
 #[cfg(target_arch = "x86_64")]
-mod direct_avx2;
+mod direct_simd;
 #[cfg(target_arch = "x86_64")]
 mod kernel_avx2;
 #[cfg(target_arch = "x86_64")]
@@ -68,11 +68,11 @@ mod panel_avx2;
 #[cfg(target_arch = "x86_64")]
 mod simd_avx2;
 
-use crate::cpu::simd_available;
+use crate::cpu::Isa;
 use crate::error::KernelError;
 use crate::ggml_type::GgmlType;
 use crate::product::check_shapes;
-use crate::qlinear::{qlinear, qlinear_portable};
+use crate::qlinear::qlinear_on;
 use crate::quant_matrix::QuantMatrix;
 
 pub use activations::{
@@ -85,7 +85,7 @@ pub use activations::{
 /// BF16 weights go through [`crate::qlinear`]. Runs on the kernels' pool ([`crate::pool`]; a
 /// prompt's rows are quantized on rayon's).
 pub fn qlinear_int8(x: &[f32], w: &QuantMatrix, out: &mut [f32]) -> Result<(), KernelError> {
-    run(x, w, out, simd_available())
+    qlinear_int8_on(Isa::detect(), x, w, out)
 }
 
 /// The portable path of [`qlinear_int8`], whatever the CPU (the reference of the tests; slower).
@@ -94,28 +94,32 @@ pub fn qlinear_int8_portable(
     w: &QuantMatrix,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    run(x, w, out, false)
+    qlinear_int8_on(Isa::Portable, x, w, out)
+}
+
+/// [`qlinear_int8`] on the path `isa`, or on the best one this CPU has if `isa` is beyond it (so
+/// that tests on an AVX-512 machine also run the AVX2 path). Every path gives the same bits.
+pub fn qlinear_int8_on(
+    isa: Isa,
+    x: &[f32],
+    w: &QuantMatrix,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let isa = isa.supported();
+    if !has_int8_form(w.ty()) {
+        return qlinear_on(isa, x, w, out);
+    }
+    let rows = check_shapes(x, w.cols(), w.rows(), out)?;
+    if rows == 0 {
+        return Ok(());
+    }
+    let xq = activations::quantize(x, w.cols(), isa.simd())?;
+    driver::multiply(&xq, w, out, isa);
+    Ok(())
 }
 
 /// Whether weights of type `ty` are computed with integer dot products in this mode (the others
 /// use the float32 kernel).
 pub fn has_int8_form(ty: GgmlType) -> bool {
     !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
-}
-
-fn run(x: &[f32], w: &QuantMatrix, out: &mut [f32], simd: bool) -> Result<(), KernelError> {
-    if !has_int8_form(w.ty()) {
-        return if simd {
-            qlinear(x, w, out)
-        } else {
-            qlinear_portable(x, w, out)
-        };
-    }
-    let rows = check_shapes(x, w.cols(), w.rows(), out)?;
-    if rows == 0 {
-        return Ok(());
-    }
-    let xq = activations::quantize(x, w.cols(), simd)?;
-    driver::multiply(&xq, w, out, simd);
-    Ok(())
 }

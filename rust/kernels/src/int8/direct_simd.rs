@@ -1,4 +1,4 @@
-//! The int8 mode's AVX2 kernel for one to four input rows (decoding steps, small trees and the
+//! The int8 mode's x86 kernel for one to four input rows (decoding steps, small trees and the
 //! first rows of a tree step's LM head): it reads each group of 8 weight rows straight from
 //! their GGUF blocks and computes with them at once, instead of first building the 8-row panels
 //! of [`super::panel_avx2`]. A panel is a transposed copy that pays for itself only when many
@@ -11,10 +11,16 @@
 //! vector, lane `a` for row `a`, and each lane runs the sequential f32 chain of the module docs
 //! of [`crate::int8`], block after block. The integers are exact whatever the order they are
 //! summed in, so this kernel gives the panels' bits.
+//!
+//! The kernel is compiled twice: for AVX2 + FMA + F16C, and with AVX-512F/BW/VL on top
+//! ([`Isa::Avx512`]), where Q5_0's fifth bits are added under a byte mask taken straight from
+//! the block's 32 high bits (one instruction instead of a shuffle, a compare and two masks) and
+//! the compiler has 32 vector registers. Both run the same integer sums and the same f32 chain.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
 
+use crate::cpu::Isa;
 use crate::ggml_type::GgmlType;
 use crate::quant_matrix::QuantMatrix;
 
@@ -31,14 +37,62 @@ use super::weights::{k_scale_min, SUB_BLOCKS};
 /// head (see the README's int8 notes).
 pub(crate) const MAX_DIRECT_INPUTS: usize = 4;
 
-/// Multiplies weight rows `rows` of `w` with every input row (at most [`MAX_DIRECT_INPUTS`]).
+/// Multiplies weight rows `rows` of `w` with every input row (at most [`MAX_DIRECT_INPUTS`]) on
+/// `isa` (AVX-512 or AVX2).
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C; `w` is of an integer type with `w.cols() == x.k()`;
-/// `out` points to `x.rows() * w.rows()` values, whose columns `rows` no other thread writes
-/// meanwhile; `x.rows()` is 1 to [`MAX_DIRECT_INPUTS`].
-#[target_feature(enable = "avx2,fma,f16c")]
+/// The CPU must support `isa` (AVX2, FMA and F16C at least); `w` is of an integer type with
+/// `w.cols() == x.k()`; `out` points to `x.rows() * w.rows()` values, whose columns `rows` no
+/// other thread writes meanwhile; `x.rows()` is 1 to [`MAX_DIRECT_INPUTS`].
 pub(super) unsafe fn chunk_product(
+    x: &QuantizedRows,
+    w: &QuantMatrix,
+    rows: Range<usize>,
+    out: SharedOut,
+    isa: Isa,
+) {
+    // SAFETY (both): forwarded; the CPU has the path's features.
+    unsafe {
+        match isa {
+            Isa::Avx512 => chunk_product_avx512(x, w, rows, out),
+            _ => chunk_product_avx2(x, w, rows, out),
+        }
+    }
+}
+
+/// # Safety
+/// As [`chunk_product`], on an AVX2 + FMA + F16C CPU.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn chunk_product_avx2(
+    x: &QuantizedRows,
+    w: &QuantMatrix,
+    rows: Range<usize>,
+    out: SharedOut,
+) {
+    // SAFETY: forwarded.
+    unsafe { formats::<false>(x, w, rows, out) }
+}
+
+/// # Safety
+/// As [`chunk_product`], on a CPU with AVX-512F, BW and VL as well.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+unsafe fn chunk_product_avx512(
+    x: &QuantizedRows,
+    w: &QuantMatrix,
+    rows: Range<usize>,
+    out: SharedOut,
+) {
+    // SAFETY: forwarded.
+    unsafe { formats::<true>(x, w, rows, out) }
+}
+
+// Everything below is inlined into the two entry points above (`WIDE`: the AVX-512 one), so it
+// is compiled with their features.
+
+/// # Safety
+/// As [`chunk_product`]; the CPU has AVX-512F/BW/VL if `WIDE`.
+#[inline(always)]
+unsafe fn formats<const WIDE: bool>(
     x: &QuantizedRows,
     w: &QuantMatrix,
     rows: Range<usize>,
@@ -47,21 +101,21 @@ pub(super) unsafe fn chunk_product(
     // SAFETY (all): forwarded.
     unsafe {
         match w.ty() {
-            GgmlType::Q8_0 => chunk_inputs::<Q8_0>(x, w, rows, out),
-            GgmlType::Q4_0 => chunk_inputs::<Q4_0>(x, w, rows, out),
-            GgmlType::Q5_0 => chunk_inputs::<Q5_0>(x, w, rows, out),
-            GgmlType::Q4K => chunk_inputs::<Q4K>(x, w, rows, out),
-            GgmlType::Q5K => chunk_inputs::<Q5K>(x, w, rows, out),
-            GgmlType::Q6K => chunk_inputs::<Q6K>(x, w, rows, out),
+            GgmlType::Q8_0 => chunk_inputs::<Q8_0, WIDE>(x, w, rows, out),
+            GgmlType::Q4_0 => chunk_inputs::<Q4_0, WIDE>(x, w, rows, out),
+            GgmlType::Q5_0 => chunk_inputs::<Q5_0, WIDE>(x, w, rows, out),
+            GgmlType::Q4K => chunk_inputs::<Q4K, WIDE>(x, w, rows, out),
+            GgmlType::Q5K => chunk_inputs::<Q5K, WIDE>(x, w, rows, out),
+            GgmlType::Q6K => chunk_inputs::<Q6K, WIDE>(x, w, rows, out),
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {}
         }
     }
 }
 
 /// # Safety
-/// As [`chunk_product`], for weights of format `F`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn chunk_inputs<const F: u8>(
+/// As [`formats`], for weights of format `F`.
+#[inline(always)]
+unsafe fn chunk_inputs<const F: u8, const WIDE: bool>(
     x: &QuantizedRows,
     w: &QuantMatrix,
     rows: Range<usize>,
@@ -70,18 +124,18 @@ unsafe fn chunk_inputs<const F: u8>(
     // SAFETY (all): forwarded.
     unsafe {
         match x.rows() {
-            1 => chunk::<F, 1>(x, w, rows, out),
-            2 => chunk::<F, 2>(x, w, rows, out),
-            3 => chunk::<F, 3>(x, w, rows, out),
-            _ => chunk::<F, 4>(x, w, rows, out),
+            1 => chunk::<F, 1, WIDE>(x, w, rows, out),
+            2 => chunk::<F, 2, WIDE>(x, w, rows, out),
+            3 => chunk::<F, 3, WIDE>(x, w, rows, out),
+            _ => chunk::<F, 4, WIDE>(x, w, rows, out),
         }
     }
 }
 
 /// # Safety
-/// As [`chunk_product`], with `x.rows() == NX`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn chunk<const F: u8, const NX: usize>(
+/// As [`formats`], with `x.rows() == NX`.
+#[inline(always)]
+unsafe fn chunk<const F: u8, const NX: usize, const WIDE: bool>(
     x: &QuantizedRows,
     w: &QuantMatrix,
     rows: Range<usize>,
@@ -115,7 +169,7 @@ unsafe fn chunk<const F: u8, const NX: usize>(
             match F {
                 Q4K | Q5K => k_group::<F, NX>(&group, units, inputs, &mut ahead),
                 Q6K => q6k_group::<NX>(&group, units, inputs, &mut ahead),
-                _ => simple_group::<F, NX>(&group, units, inputs, &mut ahead),
+                _ => simple_group::<F, NX, WIDE>(&group, units, inputs, &mut ahead),
             }
         };
         for (b, acc) in acc.into_iter().enumerate() {
@@ -130,7 +184,7 @@ unsafe fn chunk<const F: u8, const NX: usize>(
 ///
 /// # Safety
 /// `block` must point to an activation block.
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 unsafe fn activation_values(block: *const ActivationBlock) -> __m256i {
     // SAFETY: the values are the block's first 32 bytes.
     unsafe { _mm256_loadu_si256(block.cast()) }
@@ -213,8 +267,8 @@ fn fifth_bits(bits: u32) -> __m256i {
 ///
 /// # Safety
 /// Every row addresses `blocks` blocks of format `F`; every input row `blocks` activation blocks.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn simple_group<const F: u8, const NX: usize>(
+#[inline(always)]
+unsafe fn simple_group<const F: u8, const NX: usize, const WIDE: bool>(
     rows: &Rows,
     blocks: usize,
     mut x: [*const ActivationBlock; NX],
@@ -242,10 +296,16 @@ unsafe fn simple_group<const F: u8, const NX: usize>(
                 match F {
                     Q8_0 => _mm256_loadu_si256(block.add(2).cast()),
                     Q4_0 => nibble_values(block.add(2)),
-                    _ => _mm256_or_si256(
-                        nibble_values(block.add(6)),
-                        fifth_bits(block.add(2).cast::<u32>().read_unaligned()),
-                    ),
+                    _ => {
+                        let low = nibble_values(block.add(6));
+                        let high = block.add(2).cast::<u32>().read_unaligned();
+                        if WIDE {
+                            // low < 16: adding 16 where the bit is set is or-ing it in
+                            _mm256_mask_add_epi8(low, high, low, _mm256_set1_epi8(0x10))
+                        } else {
+                            _mm256_or_si256(low, fifth_bits(high))
+                        }
+                    }
                 }
             };
             for (part, &xv) in parts.iter_mut().zip(&xv) {
@@ -275,7 +335,7 @@ unsafe fn simple_group<const F: u8, const NX: usize>(
 ///
 /// # Safety
 /// As [`simple_group`], with `super_blocks` super-blocks per row.
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 unsafe fn k_group<const F: u8, const NX: usize>(
     rows: &Rows,
     super_blocks: usize,
@@ -351,7 +411,7 @@ unsafe fn k_group<const F: u8, const NX: usize>(
 ///
 /// # Safety
 /// As [`simple_group`], with `super_blocks` super-blocks per row.
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 unsafe fn q6k_group<const NX: usize>(
     rows: &Rows,
     super_blocks: usize,
