@@ -1,10 +1,10 @@
 //! The parallel driver of the int8 mode: the weight rows are split into chunks (tasks of the
-//! kernels' pool);
-//! each chunk is read from the GGUF blocks once per call, into the form its path computes with
-//! (8-row panels for AVX2, [`IntBlock`]s for the portable path), and multiplied with every input
-//! row, input tile by input tile. On AVX2 and AVX-512, up to four input rows skip the panels: the
-//! direct kernel computes on the GGUF blocks as they are. An output element is always computed whole, in one kernel
-//! call over all of its blocks, so nothing about the split changes its bits.
+//! kernels' pool); each chunk is read from the GGUF blocks once per call, into the form its path
+//! computes with (8-row panels for AVX2, [`IntBlock`]s for the portable path), and multiplied
+//! with every input row, input tile by input tile. On AVX2 and AVX-512, up to four input rows
+//! skip the panels: the direct kernel computes on the GGUF blocks as they are. An output element
+//! is always computed whole, in one kernel call over all of its blocks, so nothing about the
+//! split changes its bits.
 
 use std::cell::RefCell;
 
