@@ -77,7 +77,11 @@ fn main() {
             qlinear_on as Product,
             &[1usize, 2, 3, 4, 5, 6, 8][..],
         ),
-        ("int8", qlinear_int8_on as Product, &[1usize, 2, 3, 4][..]),
+        (
+            "int8",
+            qlinear_int8_on as Product,
+            &[1usize, 2, 3, 4, 8, 16][..],
+        ),
     ] {
         if !all && !only(mode) {
             continue;

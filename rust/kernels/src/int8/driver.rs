@@ -91,8 +91,10 @@ unsafe fn chunk_product(
     #[cfg(target_arch = "x86_64")]
     if isa.simd() {
         let tile = (INPUT_TILE_BYTES / x.k()).max(1);
-        // SAFETY: forwarded from the caller; every SIMD path has AVX2, FMA and F16C.
-        unsafe { super::kernel_avx2::chunk_product(x, w, rows, tile, out, &mut scratch.panels) };
+        // SAFETY: forwarded from the caller (the CPU supports `isa`, a SIMD path).
+        unsafe {
+            super::kernel_avx2::chunk_product(x, w, rows, tile, out, &mut scratch.panels, isa)
+        };
         return;
     }
     let n = w.rows();

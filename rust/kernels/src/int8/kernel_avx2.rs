@@ -10,10 +10,15 @@
 //! values, 4 for 5-bit, 2 for 6-bit, none for 8-bit), then widened to 32 bits by `madd` with the
 //! integer scales; offsets (`- 8`, `- 16`, `- 32` per value) are taken off exactly through the
 //! activation block's half sums.
+//!
+//! On CPUs with AVX-512 VNNI (and the AVX-512F/BW/VL of [`Isa::Avx512`]) the kernel is also built
+//! with `vpdpbusd`, which adds the same products straight into 32-bit sums; the integer scales
+//! then multiply the sums. The integers are the same, so the bits are too.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
 
+use crate::cpu::Isa;
 use crate::ggml_type::GgmlType;
 use crate::quant_matrix::QuantMatrix;
 
@@ -44,14 +49,75 @@ const fn max_inputs(f: u8) -> usize {
 }
 
 /// Multiplies the chunk `rows` of `w` with every input row: builds the chunk's panels during
-/// the first input tile, then runs tile after tile of `tile` input rows over them.
+/// the first input tile, then runs tile after tile of `tile` input rows over them. On `isa`
+/// AVX-512, when the CPU also has AVX-512 VNNI, the integer sums come from `vpdpbusd` (see
+/// [`block_sums`]); otherwise from the AVX2 instructions.
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C; `w` is of an integer type with `w.cols() == x.k()`;
-/// `out` points to `x.rows() * w.rows()` values, whose columns `rows` no other thread writes
-/// meanwhile.
-#[target_feature(enable = "avx2,fma,f16c")]
+/// The CPU must support `isa` (AVX2, FMA and F16C at least); `w` is of an integer type with
+/// `w.cols() == x.k()`; `out` points to `x.rows() * w.rows()` values, whose columns `rows` no
+/// other thread writes meanwhile.
 pub(super) unsafe fn chunk_product(
+    x: &QuantizedRows,
+    w: &QuantMatrix,
+    rows: Range<usize>,
+    tile: usize,
+    out: SharedOut,
+    panels: &mut Panels,
+    isa: Isa,
+) {
+    // SAFETY (both): forwarded; the VNNI build only where the CPU has its features.
+    unsafe {
+        if isa == Isa::Avx512 && vnni_available() {
+            chunk_product_vnni(x, w, rows, tile, out, panels)
+        } else {
+            chunk_product_avx2(x, w, rows, tile, out, panels)
+        }
+    }
+}
+
+/// Whether this CPU has AVX-512 VNNI (with the AVX-512F/BW/VL of [`Isa::Avx512`]).
+fn vnni_available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512vnni")
+}
+
+/// # Safety
+/// As [`chunk_product`], on an AVX2 + FMA + F16C CPU.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn chunk_product_avx2(
+    x: &QuantizedRows,
+    w: &QuantMatrix,
+    rows: Range<usize>,
+    tile: usize,
+    out: SharedOut,
+    panels: &mut Panels,
+) {
+    // SAFETY: forwarded.
+    unsafe { chunk_body::<false>(x, w, rows, tile, out, panels) }
+}
+
+/// # Safety
+/// As [`chunk_product`], on a CPU with AVX-512F/BW/VL and AVX-512 VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn chunk_product_vnni(
+    x: &QuantizedRows,
+    w: &QuantMatrix,
+    rows: Range<usize>,
+    tile: usize,
+    out: SharedOut,
+    panels: &mut Panels,
+) {
+    // SAFETY: forwarded.
+    unsafe { chunk_body::<true>(x, w, rows, tile, out, panels) }
+}
+
+// Everything below is inlined into the two entry points above (`VNNI`: the AVX-512 VNNI one), so
+// it is compiled with their features.
+
+/// # Safety
+/// As [`chunk_product`]; the CPU has AVX-512 VNNI if `VNNI`.
+#[inline(always)]
+unsafe fn chunk_body<const VNNI: bool>(
     x: &QuantizedRows,
     w: &QuantMatrix,
     rows: Range<usize>,
@@ -77,7 +143,7 @@ pub(super) unsafe fn chunk_product(
                 if start == 0 {
                     panels.build(w, p, first);
                 }
-                panel_product(w.ty(), panels, p, x, start..end, target);
+                panel_product::<VNNI>(w.ty(), panels, p, x, start..end, target);
             }
         }
         start = end;
@@ -94,9 +160,9 @@ struct Target {
 }
 
 /// # Safety
-/// As [`chunk_product`]; panel `p` is built.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn panel_product(
+/// As [`chunk_body`]; panel `p` is built.
+#[inline(always)]
+unsafe fn panel_product<const VNNI: bool>(
     ty: GgmlType,
     panels: &Panels,
     p: usize,
@@ -107,12 +173,12 @@ unsafe fn panel_product(
     // SAFETY: forwarded.
     unsafe {
         match ty {
-            GgmlType::Q8_0 => panel_rows::<Q8_0>(panels, p, x, inputs, target),
-            GgmlType::Q4_0 => panel_rows::<Q4_0>(panels, p, x, inputs, target),
-            GgmlType::Q5_0 => panel_rows::<Q5_0>(panels, p, x, inputs, target),
-            GgmlType::Q4K => panel_rows::<Q4K>(panels, p, x, inputs, target),
-            GgmlType::Q5K => panel_rows::<Q5K>(panels, p, x, inputs, target),
-            GgmlType::Q6K => panel_rows::<Q6K>(panels, p, x, inputs, target),
+            GgmlType::Q8_0 => panel_rows::<Q8_0, VNNI>(panels, p, x, inputs, target),
+            GgmlType::Q4_0 => panel_rows::<Q4_0, VNNI>(panels, p, x, inputs, target),
+            GgmlType::Q5_0 => panel_rows::<Q5_0, VNNI>(panels, p, x, inputs, target),
+            GgmlType::Q4K => panel_rows::<Q4K, VNNI>(panels, p, x, inputs, target),
+            GgmlType::Q5K => panel_rows::<Q5K, VNNI>(panels, p, x, inputs, target),
+            GgmlType::Q6K => panel_rows::<Q6K, VNNI>(panels, p, x, inputs, target),
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {}
         }
     }
@@ -120,8 +186,8 @@ unsafe fn panel_product(
 
 /// # Safety
 /// As [`panel_product`].
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn panel_rows<const F: u8>(
+#[inline(always)]
+unsafe fn panel_rows<const F: u8, const VNNI: bool>(
     panels: &Panels,
     p: usize,
     x: &QuantizedRows,
@@ -134,10 +200,10 @@ unsafe fn panel_rows<const F: u8>(
         // SAFETY: forwarded; rows r .. r + group are input rows.
         unsafe {
             match group {
-                1 => input_group::<F, 1>(panels, p, x, r, target),
-                2 => input_group::<F, 2>(panels, p, x, r, target),
-                3 => input_group::<F, 3>(panels, p, x, r, target),
-                _ => input_group::<F, 4>(panels, p, x, r, target),
+                1 => input_group::<F, 1, VNNI>(panels, p, x, r, target),
+                2 => input_group::<F, 2, VNNI>(panels, p, x, r, target),
+                3 => input_group::<F, 3, VNNI>(panels, p, x, r, target),
+                _ => input_group::<F, 4, VNNI>(panels, p, x, r, target),
             }
         }
         r += group;
@@ -148,8 +214,8 @@ unsafe fn panel_rows<const F: u8>(
 ///
 /// # Safety
 /// As [`panel_product`]; `first + NX <= x.rows()`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn input_group<const F: u8, const NX: usize>(
+#[inline(always)]
+unsafe fn input_group<const F: u8, const NX: usize, const VNNI: bool>(
     panels: &Panels,
     p: usize,
     x: &QuantizedRows,
@@ -163,7 +229,7 @@ unsafe fn input_group<const F: u8, const NX: usize>(
     // SAFETY: the panel holds `blocks` blocks of values and factors; each input row holds
     // `blocks` activation blocks.
     let acc = unsafe {
-        kernel::<F, NX>(
+        kernel::<F, NX, VNNI>(
             panels.values(p),
             panels.factors(p),
             panels.factors_per_block(),
@@ -208,7 +274,44 @@ unsafe fn broadcast_values(block: *const ActivationBlock, g: usize) -> __m256i {
 /// As [`kernel`], for block `t` (`v` and `f` its value and factor vectors, `x[b]` the input
 /// rows' block `t`).
 #[inline(always)]
-unsafe fn block_sums<const F: u8, const NX: usize>(
+unsafe fn block_sums<const F: u8, const NX: usize, const VNNI: bool>(
+    v: *const __m256i,
+    f: *const __m256i,
+    x: &[*const ActivationBlock; NX],
+) -> [__m256i; NX] {
+    let mut ints = if VNNI {
+        // SAFETY: forwarded.
+        unsafe { scaled_sums_vnni::<F, NX>(v, f, x) }
+    } else {
+        // SAFETY: forwarded.
+        unsafe { scaled_sums::<F, NX>(v, f, x) }
+    };
+    // the offsets of the unsigned values, taken off exactly
+    for (int, &input) in ints.iter_mut().zip(x) {
+        // SAFETY: the input row's block t.
+        let block = unsafe { &*input };
+        let sum = || _mm256_set1_epi32(block.sum());
+        *int = match F {
+            Q4_0 => _mm256_sub_epi32(*int, _mm256_slli_epi32::<3>(sum())),
+            Q5_0 => _mm256_sub_epi32(*int, _mm256_slli_epi32::<4>(sum())),
+            Q6K => {
+                let halves = _mm256_set1_epi32(block.packed_halves());
+                // SAFETY: block t's factors.
+                _mm256_sub_epi32(*int, _mm256_madd_epi16(halves, unsafe { load(f, 3) }))
+            }
+            _ => *int,
+        };
+    }
+    ints
+}
+
+/// [`block_sums`] before the offsets, with the integer scales applied, from AVX2 instructions:
+/// 16-bit `maddubs` sums, added as often as cannot overflow, widened by `madd` with the scales.
+///
+/// # Safety
+/// As [`block_sums`].
+#[inline(always)]
+unsafe fn scaled_sums<const F: u8, const NX: usize>(
     v: *const __m256i,
     f: *const __m256i,
     x: &[*const ActivationBlock; NX],
@@ -259,23 +362,70 @@ unsafe fn block_sums<const F: u8, const NX: usize>(
             };
         }
     }
-    // the offsets of the unsigned values, taken off exactly
-    for (int, &input) in ints.iter_mut().zip(x) {
-        // SAFETY: the input row's block t.
-        let block = unsafe { &*input };
-        let sum = || _mm256_set1_epi32(block.sum());
-        *int = match F {
-            Q4_0 => _mm256_sub_epi32(*int, _mm256_slli_epi32::<3>(sum())),
-            Q5_0 => _mm256_sub_epi32(*int, _mm256_slli_epi32::<4>(sum())),
-            Q6K => {
-                let halves = _mm256_set1_epi32(block.packed_halves());
-                // SAFETY: block t's factors.
-                _mm256_sub_epi32(*int, _mm256_madd_epi16(halves, unsafe { load(f, 3) }))
-            }
-            _ => *int,
-        };
-    }
     ints
+}
+
+/// [`scaled_sums`] from AVX-512 VNNI: `vpdpbusd` adds each group's products straight into
+/// 32-bit sums (no 16-bit stage), one sum per half block for Q6_K's two scales; the integer
+/// scales then multiply the sums. The same integers as [`scaled_sums`].
+///
+/// # Safety
+/// As [`block_sums`]; the CPU has AVX-512 VNNI and VL.
+#[inline(always)]
+unsafe fn scaled_sums_vnni<const F: u8, const NX: usize>(
+    v: *const __m256i,
+    f: *const __m256i,
+    x: &[*const ActivationBlock; NX],
+) -> [__m256i; NX] {
+    let mut lo = [_mm256_setzero_si256(); NX];
+    let mut hi = [_mm256_setzero_si256(); NX];
+    for g in 0..GROUPS {
+        // SAFETY: group g of the block.
+        let w = unsafe { load(v, g) };
+        let magnitude = if F == Q8_0 { _mm256_sign_epi8(w, w) } else { w };
+        // Q6_K's halves (columns 0..16 and 16..32) have scales of their own
+        let sums = if F == Q6K && g >= GROUPS / 2 {
+            &mut hi
+        } else {
+            &mut lo
+        };
+        for (sum, &input) in sums.iter_mut().zip(x) {
+            // SAFETY: the input row's block t.
+            let xb = unsafe { broadcast_values(input, g) };
+            let xs = if F == Q8_0 {
+                _mm256_sign_epi8(xb, w)
+            } else {
+                xb
+            };
+            // SAFETY: the caller's contract (VNNI).
+            *sum = unsafe { _mm256_dpbusd_epi32(*sum, magnitude, xs) };
+        }
+    }
+    // the scales as i32: the high i16 of each factor pair
+    // SAFETY (factor loads): block t's factors (contract).
+    match F {
+        Q4K | Q5K => {
+            let scale = _mm256_srai_epi32::<16>(unsafe { load(f, 2) });
+            lo.map(|sum| _mm256_mullo_epi32(sum, scale))
+        }
+        Q6K => {
+            let (scale_lo, scale_hi) = unsafe {
+                (
+                    _mm256_srai_epi32::<16>(load(f, 1)),
+                    _mm256_srai_epi32::<16>(load(f, 2)),
+                )
+            };
+            let mut ints = lo;
+            for (int, sum) in ints.iter_mut().zip(hi) {
+                *int = _mm256_add_epi32(
+                    _mm256_mullo_epi32(*int, scale_lo),
+                    _mm256_mullo_epi32(sum, scale_hi),
+                );
+            }
+            ints
+        }
+        _ => lo,
+    }
 }
 
 /// The panel (values, factors; `blocks` blocks) times `NX` input rows: lane `a` of result `b`
@@ -284,8 +434,8 @@ unsafe fn block_sums<const F: u8, const NX: usize>(
 /// # Safety
 /// The CPU must support AVX2 and FMA; the panel pointers address `blocks` blocks of a panel of
 /// format `F`, and every input row `blocks` activation blocks.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn kernel<const F: u8, const NX: usize>(
+#[inline(always)]
+unsafe fn kernel<const F: u8, const NX: usize, const VNNI: bool>(
     values: *const __m256i,
     factors: *const __m256i,
     factors_per_block: usize,
@@ -296,7 +446,7 @@ unsafe fn kernel<const F: u8, const NX: usize>(
     let (mut v, mut f) = (values, factors);
     for _ in 0..blocks {
         // SAFETY: the current block of the panel and of every input row (contract).
-        let ints = unsafe { block_sums::<F, NX>(v, f, &x) };
+        let ints = unsafe { block_sums::<F, NX, VNNI>(v, f, &x) };
         // SAFETY: the block's factors.
         let d = _mm256_castsi256_ps(unsafe { load(f, 0) });
         for ((acc, int), input) in acc.iter_mut().zip(ints).zip(&mut x) {
