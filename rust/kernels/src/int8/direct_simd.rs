@@ -263,6 +263,87 @@ fn fifth_bits(bits: u32) -> __m256i {
     _mm256_and_si256(set, _mm256_set1_epi8(0x10))
 }
 
+/// The 32 values of weight block `j` (of 32 values) of a row's block or super-block at `block`:
+/// unsigned values below 64, or for Q8_0 the signed weights. For the simple formats `j` is 0.
+///
+/// # Safety
+/// `block` points to a whole block (super-block) of format `F`; `j <` [`SUB_BLOCKS`].
+#[inline(always)]
+unsafe fn weight_values<const F: u8, const WIDE: bool>(block: *const u8, j: usize) -> __m256i {
+    // SAFETY (every arm): the bytes read lie inside the block (the caller's contract).
+    unsafe {
+        match F {
+            Q8_0 => _mm256_loadu_si256(block.add(2).cast()),
+            Q4_0 => nibble_values(block.add(2)),
+            Q5_0 => {
+                let low = nibble_values(block.add(6));
+                let high = block.add(2).cast::<u32>().read_unaligned();
+                if WIDE {
+                    // low < 16: adding 16 where the bit is set is or-ing it in
+                    _mm256_mask_add_epi8(low, high, low, _mm256_set1_epi8(0x10))
+                } else {
+                    _mm256_or_si256(low, fifth_bits(high))
+                }
+            }
+            Q4K | Q5K => {
+                // blocks 2c and 2c + 1 are the low and high nibbles of the same 32 bytes;
+                // Q5_K's fifth bits are bit j of 32 bytes
+                let qs_at = if F == Q5K { 48 } else { 16 };
+                let packed = _mm256_loadu_si256(block.add(qs_at + 32 * (j / 2)).cast());
+                let low = if j.is_multiple_of(2) {
+                    low4(packed)
+                } else {
+                    high4(packed)
+                };
+                if F == Q5K {
+                    let high = _mm256_loadu_si256(block.add(16).cast());
+                    _mm256_or_si256(low, move_bits(high, j, 4, 0x10))
+                } else {
+                    low
+                }
+            }
+            _ => {
+                // Q6_K: low 4 bits from ql[64 (j / 4) + 32 (j % 2) ..], shifted by 4 ((j % 4) /
+                // 2); high 2 bits from bits 2 (j % 4) of qh[32 (j / 4) ..]
+                let (half, quarter) = (j / 4, j % 4);
+                let ql = _mm256_loadu_si256(block.add(64 * half + 32 * (quarter % 2)).cast());
+                let low = if quarter < 2 { low4(ql) } else { high4(ql) };
+                let qh = _mm256_loadu_si256(block.add(128 + 32 * half).cast());
+                _mm256_or_si256(low, move_bits(qh, 2 * quarter, 4, 0x30))
+            }
+        }
+    }
+}
+
+/// For each input row, the partial sums ([`partial_dot`]) of the group's 8 weight rows, block
+/// `j` of their block (super-block) at byte `at`, with the input row's current block: lane
+/// vector `a` for weight row `a`.
+///
+/// # Safety
+/// As [`weight_values`] for every row's block at `at`; every input points to an activation block.
+#[inline(always)]
+unsafe fn block_partials<const F: u8, const NX: usize, const WIDE: bool>(
+    rows: &Rows,
+    at: usize,
+    j: usize,
+    x: &[*const ActivationBlock; NX],
+) -> [[__m256i; PANEL_ROWS]; NX] {
+    let mut xv = [_mm256_setzero_si256(); NX];
+    for (v, &input) in xv.iter_mut().zip(x) {
+        // SAFETY: the input row's current block.
+        *v = unsafe { activation_values(input) };
+    }
+    let mut parts = [[_mm256_setzero_si256(); PANEL_ROWS]; NX];
+    for (a, &row) in rows.iter().enumerate() {
+        // SAFETY: the row's block at `at` (the caller's contract).
+        let v = unsafe { weight_values::<F, WIDE>(row.add(at), j) };
+        for (part, &xv) in parts.iter_mut().zip(&xv) {
+            part[a] = partial_dot::<F>(v, xv);
+        }
+    }
+    parts
+}
+
 /// Q8_0, Q4_0 and Q5_0: one scale per block of 32.
 ///
 /// # Safety
@@ -283,35 +364,8 @@ unsafe fn simple_group<const F: u8, const NX: usize, const WIDE: bool>(
     for t in 0..blocks {
         ahead.step();
         let at = t * size;
-        let mut xv = [_mm256_setzero_si256(); NX];
-        for (v, &input) in xv.iter_mut().zip(&x) {
-            // SAFETY: the input row's block t.
-            *v = unsafe { activation_values(input) };
-        }
-        let mut parts = [[_mm256_setzero_si256(); PANEL_ROWS]; NX];
-        for (a, &row) in rows.iter().enumerate() {
-            // SAFETY: block t of the row.
-            let v = unsafe {
-                let block = row.add(at);
-                match F {
-                    Q8_0 => _mm256_loadu_si256(block.add(2).cast()),
-                    Q4_0 => nibble_values(block.add(2)),
-                    _ => {
-                        let low = nibble_values(block.add(6));
-                        let high = block.add(2).cast::<u32>().read_unaligned();
-                        if WIDE {
-                            // low < 16: adding 16 where the bit is set is or-ing it in
-                            _mm256_mask_add_epi8(low, high, low, _mm256_set1_epi8(0x10))
-                        } else {
-                            _mm256_or_si256(low, fifth_bits(high))
-                        }
-                    }
-                }
-            };
-            for (part, &xv) in parts.iter_mut().zip(&xv) {
-                part[a] = partial_dot::<F>(v, xv);
-            }
-        }
+        // SAFETY: block t of every row; the input rows' block t.
+        let parts = unsafe { block_partials::<F, NX, WIDE>(rows, at, 0, &x) };
         // SAFETY: the scales of block t.
         let d = _mm256_castsi256_ps(unsafe { f16_lanes(rows, at) });
         for ((acc, part), input) in acc.iter_mut().zip(&parts).zip(&mut x) {
@@ -342,7 +396,7 @@ unsafe fn k_group<const F: u8, const NX: usize>(
     mut x: [*const ActivationBlock; NX],
     ahead: &mut Ahead,
 ) -> [__m256; NX] {
-    let (size, qs_at) = if F == Q5K { (176, 48) } else { (144, 16) };
+    let size = if F == Q5K { 176 } else { 144 };
     let mut acc = [_mm256_setzero_ps(); NX];
     for sb in 0..super_blocks {
         ahead.step();
@@ -361,34 +415,8 @@ unsafe fn k_group<const F: u8, const NX: usize>(
         let d = _mm256_castsi256_ps(unsafe { f16_lanes(rows, at) });
         let dmin = _mm256_castsi256_ps(unsafe { f16_lanes(rows, at + 2) });
         for j in 0..SUB_BLOCKS {
-            let mut xv = [_mm256_setzero_si256(); NX];
-            for (v, &input) in xv.iter_mut().zip(&x) {
-                // SAFETY: the input row's current block.
-                *v = unsafe { activation_values(input) };
-            }
-            let mut parts = [[_mm256_setzero_si256(); PANEL_ROWS]; NX];
-            for (a, &row) in rows.iter().enumerate() {
-                // SAFETY: super-block sb of the row: sub-blocks 2c and 2c + 1 are the low and
-                // high nibbles of the same 32 bytes; Q5_K's fifth bits are bit j of 32 bytes.
-                let v = unsafe {
-                    let block = row.add(at);
-                    let packed = _mm256_loadu_si256(block.add(qs_at + 32 * (j / 2)).cast());
-                    let low = if j % 2 == 0 {
-                        low4(packed)
-                    } else {
-                        high4(packed)
-                    };
-                    if F == Q5K {
-                        let high = _mm256_loadu_si256(block.add(16).cast());
-                        _mm256_or_si256(low, move_bits(high, j, 4, 0x10))
-                    } else {
-                        low
-                    }
-                };
-                for (part, &xv) in parts.iter_mut().zip(&xv) {
-                    part[a] = partial_dot::<F>(v, xv);
-                }
-            }
+            // SAFETY: super-block sb of every row; the input rows' current block.
+            let parts = unsafe { block_partials::<F, NX, false>(rows, at, j, &x) };
             // SAFETY (both): 8 readable values each.
             let scale = unsafe { _mm256_loadu_si256(sc[j].as_ptr().cast()) };
             let mins = unsafe { _mm256_loadu_ps(m[j].as_ptr()) };
@@ -425,32 +453,17 @@ unsafe fn q6k_group<const NX: usize>(
         // SAFETY: the scale of super-block sb.
         let d = _mm256_castsi256_ps(unsafe { f16_lanes(rows, at + 208) });
         for j in 0..SUB_BLOCKS {
-            // block j: low 4 bits from ql[64 (j / 4) + 32 (j % 2) ..], shifted by 4 ((j % 4) / 2);
-            // high 2 bits from bits 2 (j % 4) of qh[32 (j / 4) ..]
-            let (half, quarter) = (j / 4, j % 4);
-            let mut xv = [_mm256_setzero_si256(); NX];
-            for (v, &input) in xv.iter_mut().zip(&x) {
-                // SAFETY: the input row's current block.
-                *v = unsafe { activation_values(input) };
-            }
-            let mut parts = [[_mm256_setzero_si256(); PANEL_ROWS]; NX];
             let mut scale_lo = [0i32; PANEL_ROWS];
             let mut scale_hi = [0i32; PANEL_ROWS];
             for (a, &row) in rows.iter().enumerate() {
-                // SAFETY: super-block sb of the row.
-                let v = unsafe {
-                    let block = row.add(at);
-                    scale_lo[a] = (*block.add(192 + 2 * j) as i8).into();
-                    scale_hi[a] = (*block.add(193 + 2 * j) as i8).into();
-                    let ql = _mm256_loadu_si256(block.add(64 * half + 32 * (quarter % 2)).cast());
-                    let low = if quarter < 2 { low4(ql) } else { high4(ql) };
-                    let qh = _mm256_loadu_si256(block.add(128 + 32 * half).cast());
-                    _mm256_or_si256(low, move_bits(qh, 2 * quarter, 4, 0x30))
-                };
-                for (part, &xv) in parts.iter_mut().zip(&xv) {
-                    part[a] = partial_dot::<Q6K>(v, xv);
+                // SAFETY: the two scales of block j in super-block sb of the row.
+                unsafe {
+                    scale_lo[a] = (*row.add(at + 192 + 2 * j) as i8).into();
+                    scale_hi[a] = (*row.add(at + 193 + 2 * j) as i8).into();
                 }
             }
+            // SAFETY: super-block sb of every row; the input rows' current block.
+            let parts = unsafe { block_partials::<Q6K, NX, false>(rows, at, j, &x) };
             // SAFETY (both): 8 readable values each.
             let scale_lo = unsafe { _mm256_loadu_si256(scale_lo.as_ptr().cast()) };
             let scale_hi = unsafe { _mm256_loadu_si256(scale_hi.as_ptr().cast()) };
