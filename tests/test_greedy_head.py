@@ -131,13 +131,13 @@ def test_a_greedy_walk_uses_the_proxy_only_on_the_kernel_paths_where_it_pays(mon
     head = QuantLinear(quant_tensor(quantize(rng.standard_normal((64, 64)).astype(np.float32), "Q8_0"), "Q8_0"))
     model = types.SimpleNamespace(get_output_embeddings=lambda: head, config=types.SimpleNamespace())
     x = torch.from_numpy(rng.standard_normal((1, 64)).astype(np.float32))
-    for path in ("portable", "avx2", "avx512"):
+    for path in ("portable", "avx2", "avx512", "avx512-vnni"):
         monkeypatch.setattr(tree_forward, "KERNELS_PATH", path)
         fast = greedy_head(model, torch.device("cpu"))
         assert (fast is not None) == (path in tree_forward.GREEDY_PROXY_PATHS), path
         if fast is not None:
             assert list(fast(x)) == head.greedy_argmax(x.numpy()).tolist()
-    assert _core.kernels_path() in ("portable", "avx2", "avx512")
+    assert _core.kernels_path() in ("portable", "avx2", "avx512", "avx512-vnni")
 
 
 QUESTIONS = [

@@ -275,8 +275,8 @@ def kernels_use_simd() -> bool:
     """True when ``linear_rows`` runs its AVX2/FMA kernel on this CPU."""
 
 def kernels_path() -> str:
-    """The quantized products' instruction-set path on this CPU: "avx512", "avx2" or "portable"
-    (all give the same bits)."""
+    """The quantized products' instruction-set path on this CPU: "avx512-vnni", "avx512", "avx2"
+    or "portable" (all give the same bits)."""
 
 def rms_norm(
     x: npt.NDArray[np.float32], scale: npt.NDArray[np.float32], eps: float, out: npt.NDArray[np.float32]

@@ -1,14 +1,13 @@
 //! What the AVX-512 path of `qlinear` (and of `qlinear_int8`, the int8 numeric mode) brings over
-//! the AVX2 path on this CPU: the two are called
-//! alternately on the same inputs (so both see the same state of a shared machine) and the
-//! median of the per-pair time ratios is printed, per matrix shape of the default model (Gemma 3
-//! 270M: the Q8_0 LM head and the body projections in their GGUF types, plus Q4_0 and Q5_K on
-//! the same shapes) and input-row count.
+//! the AVX2 path on this CPU, or (`vnni`) what the AVX-512 VNNI path brings over the AVX-512
+//! one: the two are called alternately on the same inputs (so both see the same state of a
+//! shared machine) and the median of the per-pair time ratios is printed, per matrix shape of the
+//! default model (Gemma 3 270M: the Q8_0 LM head and the body projections in their GGUF types,
+//! plus Q4_0 and Q5_K on the same shapes) and input-row count.
 //! Both paths give the same bits (the kernels' tests check it); only their speed differs.
 //!
-//! Run: `cargo bench -p hierdraft-kernels --bench qlinear_isa [-- fp32|int8]` (one mode, or both
-//! by default; on a CPU without AVX-512F/BW/VL both calls take the AVX2 path and the ratios are
-//! about 1).
+//! Run: `cargo bench -p hierdraft-kernels --bench qlinear_isa [-- fp32|int8] [vnni]` (one mode,
+//! or both by default; a path the CPU lacks runs its best one, and the ratios are then about 1).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -35,7 +34,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn compare(product: Product, ty: GgmlType, n: usize, k: usize, rows: &[usize]) {
+/// The two paths timed against each other: (baseline, candidate).
+type Paths = (Isa, Isa);
+
+fn compare(product: Product, paths: Paths, ty: GgmlType, n: usize, k: usize, rows: &[usize]) {
+    let (base, candidate) = paths;
     let w = matrix(ty, n, k);
     for &r in rows {
         let x = inputs(r * k);
@@ -44,11 +47,11 @@ fn compare(product: Product, ty: GgmlType, n: usize, k: usize, rows: &[usize]) {
         for pair in 0..=PAIRS {
             // Alternate which path goes first.
             let (a, b) = if pair % 2 == 0 {
-                let a = seconds(product, Isa::Avx2, &x, &w, &mut out);
-                (a, seconds(product, Isa::Avx512, &x, &w, &mut out))
+                let a = seconds(product, base, &x, &w, &mut out);
+                (a, seconds(product, candidate, &x, &w, &mut out))
             } else {
-                let b = seconds(product, Isa::Avx512, &x, &w, &mut out);
-                (seconds(product, Isa::Avx2, &x, &w, &mut out), b)
+                let b = seconds(product, candidate, &x, &w, &mut out);
+                (seconds(product, base, &x, &w, &mut out), b)
             };
             if pair > 0 {
                 narrow.push(a);
@@ -70,6 +73,11 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let only = |mode: &str| args.iter().any(|a| a == mode);
     let all = !only("fp32") && !only("int8");
+    let paths: Paths = if only("vnni") {
+        (Isa::Avx512, Isa::Avx512Vnni)
+    } else {
+        (Isa::Avx2, Isa::Avx512)
+    };
     println!("path on this CPU: {:?}", Isa::detect());
     for (mode, product, rows) in [
         (
@@ -87,14 +95,13 @@ fn main() {
             continue;
         }
         println!("\n{mode} numeric mode");
-        println!(
-            "| matrix | rows | AVX2 p50 us | AVX-512 p50 us | paired ratio (AVX-512 / AVX2) |"
-        );
+        let (a, b) = (format!("{:?}", paths.0), format!("{:?}", paths.1));
+        println!("| matrix | rows | {a} p50 us | {b} p50 us | paired ratio ({b} / {a}) |");
         println!("|---|---:|---:|---:|---:|");
         let (ty, n, k) = HEAD;
-        compare(product, ty, n, k, rows);
+        compare(product, paths, ty, n, k, rows);
         for &(ty, n, k) in &BODY[..8] {
-            compare(product, ty, n, k, rows);
+            compare(product, paths, ty, n, k, rows);
         }
     }
 }

@@ -32,10 +32,24 @@ fn wide_registers_available() -> bool {
     }
 }
 
-/// The code path of a product. All three give the same bits: the AVX-512 path runs the same
+/// True when this CPU also has AVX-512 VNNI: `vpdpbusd`, which adds four byte products straight
+/// into each 32-bit sum.
+fn vnni_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The code path of a product. All of them give the same bits: the AVX-512 path runs the same
 /// 256-bit arithmetic as the AVX2 one, in the same order per output element, and only uses the
 /// extra registers to compute more output elements at once (and, in exact integer sums, byte
-/// masks in place of a few AVX2 instructions).
+/// masks in place of a few AVX2 instructions); the VNNI path computes the int8 mode's exact
+/// integer sums with `vpdpbusd`, and is the AVX-512 path everywhere else.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
     /// Plain Rust loops, on any CPU.
@@ -44,16 +58,25 @@ pub enum Isa {
     Avx2,
     /// The AVX2 instructions with AVX-512VL's 32 vector registers (and AVX-512BW's byte masks).
     Avx512,
+    /// [`Isa::Avx512`], and AVX-512 VNNI's `vpdpbusd` for the int8 mode's integer sums.
+    Avx512Vnni,
 }
 
 impl Isa {
     /// The best path this CPU supports.
     pub fn detect() -> Isa {
         static DETECTED: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-        *DETECTED.get_or_init(|| match (simd_available(), wide_registers_available()) {
-            (true, true) => Isa::Avx512,
-            (true, false) => Isa::Avx2,
-            _ => Isa::Portable,
+        *DETECTED.get_or_init(|| {
+            match (
+                simd_available(),
+                wide_registers_available(),
+                vnni_available(),
+            ) {
+                (true, true, true) => Isa::Avx512Vnni,
+                (true, true, false) => Isa::Avx512,
+                (true, false, _) => Isa::Avx2,
+                _ => Isa::Portable,
+            }
         })
     }
 
@@ -65,5 +88,10 @@ impl Isa {
     /// Whether the path runs the AVX2 instructions.
     pub fn simd(self) -> bool {
         self != Isa::Portable
+    }
+
+    /// Whether the path has AVX-512F/BW/VL's 32 registers and byte masks.
+    pub fn wide(self) -> bool {
+        self >= Isa::Avx512
     }
 }

@@ -76,10 +76,11 @@ fn wide_shape(ty: GgmlType, rows: usize) -> Option<WideShape> {
 }
 
 /// The kernels' path for `rows` input rows of type `ty` on a CPU whose best path is `isa`: the
-/// AVX-512 kernels where [`wide_shape`] has one, else the AVX2 ones.
+/// AVX-512 kernels where [`wide_shape`] has one (on the VNNI path too: these products have no
+/// integer sums), else the AVX2 ones.
 fn kernel_isa(isa: Isa, ty: GgmlType, rows: usize) -> Isa {
     match isa {
-        Isa::Avx512 if wide_shape(ty, rows).is_some() => Isa::Avx512,
+        _ if isa.wide() && wide_shape(ty, rows).is_some() => Isa::Avx512,
         Isa::Portable => Isa::Portable,
         _ => Isa::Avx2,
     }
@@ -88,7 +89,7 @@ fn kernel_isa(isa: Isa, ty: GgmlType, rows: usize) -> Isa {
 /// Input rows the fused path takes at most for type `ty` on `isa` (more take the tiled path).
 fn max_rows(isa: Isa, ty: GgmlType) -> usize {
     match isa {
-        Isa::Avx512 if wide_shape(ty, AVX512_MAX_ROWS).is_some() => AVX512_MAX_ROWS,
+        _ if isa.wide() && wide_shape(ty, AVX512_MAX_ROWS).is_some() => AVX512_MAX_ROWS,
         // Four rows of a K-quant ran faster tiled (three did not).
         _ if matches!(ty, GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K) => 3,
         _ => AVX2_WEIGHT_ROWS.len(),

@@ -22,6 +22,9 @@ const INT_TYPES: [GgmlType; 6] = [
     GgmlType::Q6K,
 ];
 
+/// The SIMD paths; one this CPU lacks runs its best path instead (`Isa::supported`).
+const SIMD_PATHS: [Isa; 3] = [Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni];
+
 fn run_on(isa: Isa, x: &[f32], m: &QuantMatrix) -> Vec<f32> {
     let mut out = vec![f32::NAN; x.len() / m.cols() * m.rows()];
     qlinear_int8_on(isa, x, m, &mut out).unwrap();
@@ -72,7 +75,9 @@ proptest! {
         let x = varied_inputs(rows * k, &mut rng);
         let portable = bits(&run(&x, &m, true));
         prop_assert_eq!(&bits(&run(&x, &m, false)), &portable, "{} {}x{}", ty.name(), n, k);
-        prop_assert_eq!(&bits(&run_on(Isa::Avx2, &x, &m)), &portable, "{} {}x{} AVX2", ty.name(), n, k);
+        for isa in SIMD_PATHS {
+            prop_assert_eq!(&bits(&run_on(isa, &x, &m)), &portable, "{} {}x{} {:?}", ty.name(), n, k, isa);
+        }
     }
 
     #[test]
@@ -115,7 +120,7 @@ fn prefill_sized_inputs_several_tiles_and_many_chunks() {
 }
 
 /// One to four input rows take the direct kernel (no panels), five and more the panels. On every
-/// path (the AVX2 one and, where the CPU has it, the AVX-512 one) both must give the portable
+/// path (the AVX2 one and, where the CPU has them, the AVX-512 and VNNI ones) both must give the portable
 /// path's bits, so a row computed alone equals the same row in a larger batch. Weight-row counts
 /// cover partial groups of 8 and many parallel chunks.
 #[test]
@@ -129,7 +134,7 @@ fn the_direct_kernel_for_one_to_four_rows_matches_the_panels_and_the_portable_pa
             let batch = run_on(Isa::Portable, &x, &m);
             for rows in 1..=5 {
                 let few = &x[..rows * k];
-                for isa in [Isa::Avx2, Isa::Avx512] {
+                for isa in SIMD_PATHS {
                     assert_eq!(
                         bits(&run_on(isa, few, &m)),
                         bits(&batch[..rows * n]),

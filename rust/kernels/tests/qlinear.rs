@@ -80,9 +80,10 @@ proptest! {
         let portable = bits(&on(Isa::Portable));
         prop_assert_eq!(&bits(&on(Isa::Avx2)), &portable, "{} {}x{} rows {}", ty.name(), n, k, rows);
         prop_assert_eq!(&bits(&on(Isa::Avx512)), &portable, "{} {}x{} rows {}", ty.name(), n, k, rows);
+        prop_assert_eq!(&bits(&on(Isa::Avx512Vnni)), &portable, "{} {}x{} rows {}", ty.name(), n, k, rows);
         // A group of two matrices (the projections of a layer) on each path, too.
         let m2 = random_matrix(ty, n + 3, k, &mut rng);
-        for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
+        for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni] {
             let (mut a, mut b) = (vec![f32::NAN; rows * n], vec![f32::NAN; rows * (n + 3)]);
             qlinear_group_on(isa, &x, &[&m, &m2], &mut [&mut a, &mut b]).unwrap();
             let mut alone = vec![f32::NAN; rows * (n + 3)];

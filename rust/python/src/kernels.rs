@@ -75,11 +75,13 @@ pub fn kernels_use_simd() -> bool {
     hierdraft_kernels::simd_available()
 }
 
-/// The instruction-set path the quantized products take on this CPU: "avx512" (the AVX2
+/// The instruction-set path the quantized products take on this CPU: "avx512-vnni" (the
+/// "avx512" path with AVX-512 VNNI's byte dot products for the int8 mode), "avx512" (the AVX2
 /// arithmetic with AVX-512VL's 32 registers), "avx2" or "portable"; all give the same bits.
 #[pyfunction]
 pub fn kernels_path() -> &'static str {
     match hierdraft_kernels::Isa::detect() {
+        hierdraft_kernels::Isa::Avx512Vnni => "avx512-vnni",
         hierdraft_kernels::Isa::Avx512 => "avx512",
         hierdraft_kernels::Isa::Avx2 => "avx2",
         hierdraft_kernels::Isa::Portable => "portable",

@@ -12,10 +12,12 @@
 //! of [`crate::int8`], block after block. The integers are exact whatever the order they are
 //! summed in, so this kernel gives the panels' bits.
 //!
-//! The kernel is compiled twice: for AVX2 + FMA + F16C, and with AVX-512F/BW/VL on top
+//! The kernel is compiled three times: for AVX2 + FMA + F16C; with AVX-512F/BW/VL on top
 //! ([`Isa::Avx512`]), where Q5_0's fifth bits are added under a byte mask taken straight from
 //! the block's 32 high bits (one instruction instead of a shuffle, a compare and two masks) and
-//! the compiler has 32 vector registers. Both run the same integer sums and the same f32 chain.
+//! the compiler has 32 vector registers; and with AVX-512 VNNI as well ([`Isa::Avx512Vnni`]),
+//! where one `vpdpbusd` replaces each `maddubs` + `madd` pair (the same byte products, added
+//! into the same 32-bit sums). All three run the same integer sums and the same f32 chain.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -38,7 +40,7 @@ use super::weights::{k_scale_min, SUB_BLOCKS};
 pub(crate) const MAX_DIRECT_INPUTS: usize = 4;
 
 /// Multiplies weight rows `rows` of `w` with every input row (at most [`MAX_DIRECT_INPUTS`]) on
-/// `isa` (AVX-512 or AVX2).
+/// `isa` (AVX-512 VNNI, AVX-512 or AVX2).
 ///
 /// # Safety
 /// The CPU must support `isa` (AVX2, FMA and F16C at least); `w` is of an integer type with
@@ -51,9 +53,10 @@ pub(super) unsafe fn chunk_product(
     out: SharedOut,
     isa: Isa,
 ) {
-    // SAFETY (both): forwarded; the CPU has the path's features.
+    // SAFETY (all): forwarded; the CPU has the path's features.
     unsafe {
         match isa {
+            Isa::Avx512Vnni => chunk_product_vnni(x, w, rows, out),
             Isa::Avx512 => chunk_product_avx512(x, w, rows, out),
             _ => chunk_product_avx2(x, w, rows, out),
         }
@@ -70,7 +73,7 @@ unsafe fn chunk_product_avx2(
     out: SharedOut,
 ) {
     // SAFETY: forwarded.
-    unsafe { formats::<false>(x, w, rows, out) }
+    unsafe { formats::<false, false>(x, w, rows, out) }
 }
 
 /// # Safety
@@ -83,16 +86,29 @@ unsafe fn chunk_product_avx512(
     out: SharedOut,
 ) {
     // SAFETY: forwarded.
-    unsafe { formats::<true>(x, w, rows, out) }
+    unsafe { formats::<true, false>(x, w, rows, out) }
 }
 
-// Everything below is inlined into the two entry points above (`WIDE`: the AVX-512 one), so it
-// is compiled with their features.
+/// # Safety
+/// As [`chunk_product`], on a CPU with AVX-512F/BW/VL and AVX-512 VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn chunk_product_vnni(
+    x: &QuantizedRows,
+    w: &QuantMatrix,
+    rows: Range<usize>,
+    out: SharedOut,
+) {
+    // SAFETY: forwarded.
+    unsafe { formats::<true, true>(x, w, rows, out) }
+}
+
+// Everything below is inlined into the three entry points above (`WIDE`: the AVX-512 ones,
+// `VNNI`: the one with AVX-512 VNNI, always `WIDE` too), so it is compiled with their features.
 
 /// # Safety
-/// As [`chunk_product`]; the CPU has AVX-512F/BW/VL if `WIDE`.
+/// As [`chunk_product`]; the CPU has AVX-512F/BW/VL if `WIDE`, and AVX-512 VNNI if `VNNI`.
 #[inline(always)]
-unsafe fn formats<const WIDE: bool>(
+unsafe fn formats<const WIDE: bool, const VNNI: bool>(
     x: &QuantizedRows,
     w: &QuantMatrix,
     rows: Range<usize>,
@@ -101,12 +117,12 @@ unsafe fn formats<const WIDE: bool>(
     // SAFETY (all): forwarded.
     unsafe {
         match w.ty() {
-            GgmlType::Q8_0 => chunk_inputs::<Q8_0, WIDE>(x, w, rows, out),
-            GgmlType::Q4_0 => chunk_inputs::<Q4_0, WIDE>(x, w, rows, out),
-            GgmlType::Q5_0 => chunk_inputs::<Q5_0, WIDE>(x, w, rows, out),
-            GgmlType::Q4K => chunk_inputs::<Q4K, WIDE>(x, w, rows, out),
-            GgmlType::Q5K => chunk_inputs::<Q5K, WIDE>(x, w, rows, out),
-            GgmlType::Q6K => chunk_inputs::<Q6K, WIDE>(x, w, rows, out),
+            GgmlType::Q8_0 => chunk_inputs::<Q8_0, WIDE, VNNI>(x, w, rows, out),
+            GgmlType::Q4_0 => chunk_inputs::<Q4_0, WIDE, VNNI>(x, w, rows, out),
+            GgmlType::Q5_0 => chunk_inputs::<Q5_0, WIDE, VNNI>(x, w, rows, out),
+            GgmlType::Q4K => chunk_inputs::<Q4K, WIDE, VNNI>(x, w, rows, out),
+            GgmlType::Q5K => chunk_inputs::<Q5K, WIDE, VNNI>(x, w, rows, out),
+            GgmlType::Q6K => chunk_inputs::<Q6K, WIDE, VNNI>(x, w, rows, out),
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {}
         }
     }
@@ -115,7 +131,7 @@ unsafe fn formats<const WIDE: bool>(
 /// # Safety
 /// As [`formats`], for weights of format `F`.
 #[inline(always)]
-unsafe fn chunk_inputs<const F: u8, const WIDE: bool>(
+unsafe fn chunk_inputs<const F: u8, const WIDE: bool, const VNNI: bool>(
     x: &QuantizedRows,
     w: &QuantMatrix,
     rows: Range<usize>,
@@ -124,10 +140,10 @@ unsafe fn chunk_inputs<const F: u8, const WIDE: bool>(
     // SAFETY (all): forwarded.
     unsafe {
         match x.rows() {
-            1 => chunk::<F, 1, WIDE>(x, w, rows, out),
-            2 => chunk::<F, 2, WIDE>(x, w, rows, out),
-            3 => chunk::<F, 3, WIDE>(x, w, rows, out),
-            _ => chunk::<F, 4, WIDE>(x, w, rows, out),
+            1 => chunk::<F, 1, WIDE, VNNI>(x, w, rows, out),
+            2 => chunk::<F, 2, WIDE, VNNI>(x, w, rows, out),
+            3 => chunk::<F, 3, WIDE, VNNI>(x, w, rows, out),
+            _ => chunk::<F, 4, WIDE, VNNI>(x, w, rows, out),
         }
     }
 }
@@ -135,7 +151,7 @@ unsafe fn chunk_inputs<const F: u8, const WIDE: bool>(
 /// # Safety
 /// As [`formats`], with `x.rows() == NX`.
 #[inline(always)]
-unsafe fn chunk<const F: u8, const NX: usize, const WIDE: bool>(
+unsafe fn chunk<const F: u8, const NX: usize, const WIDE: bool, const VNNI: bool>(
     x: &QuantizedRows,
     w: &QuantMatrix,
     rows: Range<usize>,
@@ -167,9 +183,9 @@ unsafe fn chunk<const F: u8, const NX: usize, const WIDE: bool>(
         // blocks, as does every input row.
         let acc = unsafe {
             match F {
-                Q4K | Q5K => k_group::<F, NX>(&group, units, inputs, &mut ahead),
-                Q6K => q6k_group::<NX>(&group, units, inputs, &mut ahead),
-                _ => simple_group::<F, NX, WIDE>(&group, units, inputs, &mut ahead),
+                Q4K | Q5K => k_group::<F, NX, VNNI>(&group, units, inputs, &mut ahead),
+                Q6K => q6k_group::<NX, VNNI>(&group, units, inputs, &mut ahead),
+                _ => simple_group::<F, NX, WIDE, VNNI>(&group, units, inputs, &mut ahead),
             }
         };
         for (b, acc) in acc.into_iter().enumerate() {
@@ -191,15 +207,29 @@ unsafe fn activation_values(block: *const ActivationBlock) -> __m256i {
 }
 
 /// Eight 32-bit partial sums of `v · x` (4 adjacent columns each): `v` holds unsigned values
-/// below 64, or for Q8_0 the signed weights.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn partial_dot<const F: u8>(v: __m256i, x: __m256i) -> __m256i {
-    let product = if F == Q8_0 {
-        _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(x, v))
-    } else {
-        _mm256_maddubs_epi16(v, x)
-    };
-    _mm256_madd_epi16(product, _mm256_set1_epi16(1))
+/// below 64, or for Q8_0 the signed weights. The byte products are multiplied as unsigned times
+/// signed: for Q8_0 the weights' magnitudes (at most 128) times the activations with their signs
+/// flipped where the weights are negative. A pair of them is at most 2 * 128 * 127 in
+/// magnitude, so `maddubs`'s 16-bit sums never saturate and both ways give the exact sums.
+///
+/// # Safety
+/// The CPU has AVX2, and AVX-512 VNNI and VL if `VNNI`.
+#[inline(always)]
+unsafe fn partial_dot<const F: u8, const VNNI: bool>(v: __m256i, x: __m256i) -> __m256i {
+    // SAFETY (all): the caller's contract.
+    unsafe {
+        let (magnitudes, signed) = if F == Q8_0 {
+            (_mm256_sign_epi8(v, v), _mm256_sign_epi8(x, v))
+        } else {
+            (v, x)
+        };
+        if VNNI {
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), magnitudes, signed)
+        } else {
+            let product = _mm256_maddubs_epi16(magnitudes, signed);
+            _mm256_madd_epi16(product, _mm256_set1_epi16(1))
+        }
+    }
 }
 
 /// The partial sums of 8 rows gathered by halves: lane `a` of the first result is the sum of
@@ -320,9 +350,10 @@ unsafe fn weight_values<const F: u8, const WIDE: bool>(block: *const u8, j: usiz
 /// vector `a` for weight row `a`.
 ///
 /// # Safety
-/// As [`weight_values`] for every row's block at `at`; every input points to an activation block.
+/// As [`weight_values`] for every row's block at `at`; every input points to an activation block;
+/// the CPU has AVX-512 VNNI and VL if `VNNI`.
 #[inline(always)]
-unsafe fn block_partials<const F: u8, const NX: usize, const WIDE: bool>(
+unsafe fn block_partials<const F: u8, const NX: usize, const WIDE: bool, const VNNI: bool>(
     rows: &Rows,
     at: usize,
     j: usize,
@@ -338,7 +369,8 @@ unsafe fn block_partials<const F: u8, const NX: usize, const WIDE: bool>(
         // SAFETY: the row's block at `at` (the caller's contract).
         let v = unsafe { weight_values::<F, WIDE>(row.add(at), j) };
         for (part, &xv) in parts.iter_mut().zip(&xv) {
-            part[a] = partial_dot::<F>(v, xv);
+            // SAFETY: the caller's contract (VNNI).
+            part[a] = unsafe { partial_dot::<F, VNNI>(v, xv) };
         }
     }
     parts
@@ -347,9 +379,10 @@ unsafe fn block_partials<const F: u8, const NX: usize, const WIDE: bool>(
 /// Q8_0, Q4_0 and Q5_0: one scale per block of 32.
 ///
 /// # Safety
-/// Every row addresses `blocks` blocks of format `F`; every input row `blocks` activation blocks.
+/// Every row addresses `blocks` blocks of format `F`; every input row `blocks` activation blocks;
+/// the CPU has AVX-512 VNNI and VL if `VNNI`.
 #[inline(always)]
-unsafe fn simple_group<const F: u8, const NX: usize, const WIDE: bool>(
+unsafe fn simple_group<const F: u8, const NX: usize, const WIDE: bool, const VNNI: bool>(
     rows: &Rows,
     blocks: usize,
     mut x: [*const ActivationBlock; NX],
@@ -365,7 +398,7 @@ unsafe fn simple_group<const F: u8, const NX: usize, const WIDE: bool>(
         ahead.step();
         let at = t * size;
         // SAFETY: block t of every row; the input rows' block t.
-        let parts = unsafe { block_partials::<F, NX, WIDE>(rows, at, 0, &x) };
+        let parts = unsafe { block_partials::<F, NX, WIDE, VNNI>(rows, at, 0, &x) };
         // SAFETY: the scales of block t.
         let d = _mm256_castsi256_ps(unsafe { f16_lanes(rows, at) });
         for ((acc, part), input) in acc.iter_mut().zip(&parts).zip(&mut x) {
@@ -390,7 +423,7 @@ unsafe fn simple_group<const F: u8, const NX: usize, const WIDE: bool>(
 /// # Safety
 /// As [`simple_group`], with `super_blocks` super-blocks per row.
 #[inline(always)]
-unsafe fn k_group<const F: u8, const NX: usize>(
+unsafe fn k_group<const F: u8, const NX: usize, const VNNI: bool>(
     rows: &Rows,
     super_blocks: usize,
     mut x: [*const ActivationBlock; NX],
@@ -416,7 +449,7 @@ unsafe fn k_group<const F: u8, const NX: usize>(
         let dmin = _mm256_castsi256_ps(unsafe { f16_lanes(rows, at + 2) });
         for j in 0..SUB_BLOCKS {
             // SAFETY: super-block sb of every row; the input rows' current block.
-            let parts = unsafe { block_partials::<F, NX, false>(rows, at, j, &x) };
+            let parts = unsafe { block_partials::<F, NX, false, VNNI>(rows, at, j, &x) };
             // SAFETY (both): 8 readable values each.
             let scale = unsafe { _mm256_loadu_si256(sc[j].as_ptr().cast()) };
             let mins = unsafe { _mm256_loadu_ps(m[j].as_ptr()) };
@@ -440,7 +473,7 @@ unsafe fn k_group<const F: u8, const NX: usize>(
 /// # Safety
 /// As [`simple_group`], with `super_blocks` super-blocks per row.
 #[inline(always)]
-unsafe fn q6k_group<const NX: usize>(
+unsafe fn q6k_group<const NX: usize, const VNNI: bool>(
     rows: &Rows,
     super_blocks: usize,
     mut x: [*const ActivationBlock; NX],
@@ -463,7 +496,7 @@ unsafe fn q6k_group<const NX: usize>(
                 }
             }
             // SAFETY: super-block sb of every row; the input rows' current block.
-            let parts = unsafe { block_partials::<Q6K, NX, false>(rows, at, j, &x) };
+            let parts = unsafe { block_partials::<Q6K, NX, false, VNNI>(rows, at, j, &x) };
             // SAFETY (both): 8 readable values each.
             let scale_lo = unsafe { _mm256_loadu_si256(scale_lo.as_ptr().cast()) };
             let scale_hi = unsafe { _mm256_loadu_si256(scale_hi.as_ptr().cast()) };

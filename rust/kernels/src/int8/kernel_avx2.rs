@@ -11,8 +11,8 @@
 //! integer scales; offsets (`- 8`, `- 16`, `- 32` per value) are taken off exactly through the
 //! activation block's half sums.
 //!
-//! On CPUs with AVX-512 VNNI (and the AVX-512F/BW/VL of [`Isa::Avx512`]) the kernel is also built
-//! with `vpdpbusd`, which adds the same products straight into 32-bit sums; the integer scales
+//! For [`Isa::Avx512Vnni`] (CPUs with AVX-512 VNNI and F/BW/VL) the kernel is also built with
+//! `vpdpbusd`, which adds the same products straight into 32-bit sums; the integer scales
 //! then multiply the sums. The integers are the same, so the bits are too.
 
 use std::arch::x86_64::*;
@@ -49,9 +49,9 @@ const fn max_inputs(f: u8) -> usize {
 }
 
 /// Multiplies the chunk `rows` of `w` with every input row: builds the chunk's panels during
-/// the first input tile, then runs tile after tile of `tile` input rows over them. On `isa`
-/// AVX-512, when the CPU also has AVX-512 VNNI, the integer sums come from `vpdpbusd` (see
-/// [`block_sums`]); otherwise from the AVX2 instructions.
+/// the first input tile, then runs tile after tile of `tile` input rows over them. On
+/// [`Isa::Avx512Vnni`] the integer sums come from `vpdpbusd` (see [`block_sums`]); on every
+/// other path from the AVX2 instructions.
 ///
 /// # Safety
 /// The CPU must support `isa` (AVX2, FMA and F16C at least); `w` is of an integer type with
@@ -68,17 +68,12 @@ pub(super) unsafe fn chunk_product(
 ) {
     // SAFETY (both): forwarded; the VNNI build only where the CPU has its features.
     unsafe {
-        if isa == Isa::Avx512 && vnni_available() {
+        if isa == Isa::Avx512Vnni {
             chunk_product_vnni(x, w, rows, tile, out, panels)
         } else {
             chunk_product_avx2(x, w, rows, tile, out, panels)
         }
     }
-}
-
-/// Whether this CPU has AVX-512 VNNI (with the AVX-512F/BW/VL of [`Isa::Avx512`]).
-fn vnni_available() -> bool {
-    std::arch::is_x86_feature_detected!("avx512vnni")
 }
 
 /// # Safety
